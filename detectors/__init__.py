@@ -1,0 +1,1 @@
+"""Online detectors for LLM usage streams. See :mod:`detectors.base` for the contract."""

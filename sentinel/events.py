@@ -1,0 +1,132 @@
+"""The usage event: one LLM provider attempt, as the gateway reports it.
+
+`UsageEvent` implements ``shared/contracts/usage-event.v1.schema.json`` as a
+msgspec Struct so that the hot path decodes straight into typed, slotted
+objects without building dicts. Normalisation that the schema allows several
+spellings for happens once, in ``__post_init__``:
+
+* ``ts`` arrives as RFC 3339 text with an offset, epoch seconds or epoch
+  milliseconds (a number >= 1e11 is milliseconds); after decoding it is always
+  a float of epoch seconds.
+* ``api_key_id`` must be an identifier. A value that looks like the secret
+  itself (``sk-...``, ``AKIA...``) is rejected, and the value never reaches a log,
+  alert or dead-letter record in clear (see :mod:`sentinel.redact`).
+
+Decoding a batch of lines, and turning msgspec's errors into precise reasons,
+lives in :mod:`sentinel.decoding`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Final
+
+import msgspec
+
+from sentinel.redact import looks_like_secret
+
+SCHEMA_V1: Final = "llm.usage.v1"
+
+# Epoch numbers at or above this are milliseconds (schema: "seconds if < 1e11").
+_MS_THRESHOLD: Final = 1e11
+# Sanity range for event time: 2000-01-01 .. 2100-01-01 UTC. Relative checks
+# (too far ahead of the stream) are the pipeline's job.
+TS_MIN: Final = 946684800.0
+TS_MAX: Final = 4102444800.0
+
+Id128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+OptStr128 = Annotated[str, msgspec.Meta(max_length=128)] | None
+Tokens = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class EventRuleError(ValueError):
+    """A rule of the contract that msgspec's type checks cannot express.
+
+    The message is ``"<code>:<field>: <text>"`` so that the decoder can turn it
+    back into a structured rejection.
+    """
+
+    def __init__(self, code: str, field: str, text: str) -> None:
+        super().__init__(f"{code}:{field}: {text}")
+
+
+def parse_ts(value: str | float) -> float:
+    """Event time in epoch seconds from any spelling the contract allows.
+
+    >>> parse_ts("2026-11-02T08:00:00Z")
+    1793606400.0
+    >>> parse_ts(1793606400000)
+    1793606400.0
+    >>> parse_ts("2026-11-02T09:00:00+01:00")
+    1793606400.0
+    """
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise EventRuleError("invalid_ts", "ts", "not RFC 3339 and not an epoch number") from None
+        if dt.tzinfo is None:
+            raise EventRuleError("invalid_ts", "ts", "RFC 3339 time without a UTC offset")
+        t = dt.timestamp()
+    else:
+        t = float(value)
+        if t >= _MS_THRESHOLD:
+            t = t / 1000.0
+    if not TS_MIN <= t < TS_MAX:
+        raise EventRuleError("ts_out_of_range", "ts", "outside 2000-01-01..2100-01-01")
+    return t
+
+
+class UsageEvent(msgspec.Struct, gc=False):
+    """One attempt of one model call. Field meanings: see the JSON Schema."""
+
+    event_id: Id128
+    ts: str | float
+    api_key_id: Id128
+    tenant_id: Id128
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    model: Id128
+    input_tokens: Tokens
+    output_tokens: Tokens
+    cached_input_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    cost_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    status: Annotated[int, msgspec.Meta(ge=100, le=599)] = 200
+    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
+    cancelled: bool = False
+    user_id: OptStr128 = None
+    session_id: OptStr128 = None
+    request_id: OptStr128 = None
+    feature: OptStr128 = None
+    latency_ms: Tokens | None = None
+    source_ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    user_agent: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    prompt_shape: OptStr128 = None
+    prefix_hash: OptStr128 = None
+    resource_tenant_id: OptStr128 = None
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        ts = self.ts
+        if ts.__class__ is not float or not TS_MIN <= ts < TS_MAX:  # type: ignore[operator]
+            self.ts = parse_ts(ts)
+        if self.cached_input_tokens > self.input_tokens:
+            raise EventRuleError(
+                "cached_exceeds_input",
+                "cached_input_tokens",
+                f"{self.cached_input_tokens} > input_tokens {self.input_tokens}",
+            )
+        if self.schema is not None and self.schema != SCHEMA_V1:
+            raise EventRuleError("unsupported_schema", "schema", f"expected {SCHEMA_V1}")
+        if looks_like_secret(self.api_key_id):
+            raise EventRuleError("secret_in_api_key_id", "api_key_id", "looks like an API key secret")
+
+    @property
+    def t(self) -> float:
+        """Event time in epoch seconds (``ts`` after decoding)."""
+        return self.ts  # type: ignore[return-value]
+
+
+def encode_event(event: UsageEvent) -> bytes:
+    """JSON of an event with ``ts`` as epoch seconds (used by tests and tools)."""
+    return msgspec.json.encode(event)
