@@ -34,6 +34,10 @@ _MS_THRESHOLD: Final = 1e11
 TS_MIN: Final = 946684800.0
 TS_MAX: Final = 4102444800.0
 
+# api_key_ids already checked for secret patterns (a bounded memo: the check is a regex scan).
+_CLEAN_KEY_IDS: dict[str, None] = {}
+_CLEAN_KEY_IDS_MAX: Final = 200_000
+
 Id128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 OptStr128 = Annotated[str, msgspec.Meta(max_length=128)] | None
 Tokens = Annotated[int, msgspec.Meta(ge=0)]
@@ -118,8 +122,13 @@ class UsageEvent(msgspec.Struct, gc=False):
             )
         if self.schema is not None and self.schema != SCHEMA_V1:
             raise EventRuleError("unsupported_schema", "schema", f"expected {SCHEMA_V1}")
-        if looks_like_secret(self.api_key_id):
-            raise EventRuleError("secret_in_api_key_id", "api_key_id", "looks like an API key secret")
+        key = self.api_key_id
+        if key not in _CLEAN_KEY_IDS:
+            if looks_like_secret(key):
+                raise EventRuleError("secret_in_api_key_id", "api_key_id", "looks like an API key secret")
+            if len(_CLEAN_KEY_IDS) >= _CLEAN_KEY_IDS_MAX:
+                _CLEAN_KEY_IDS.clear()
+            _CLEAN_KEY_IDS[key] = None
 
     @property
     def t(self) -> float:

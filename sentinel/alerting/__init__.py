@@ -1,0 +1,1 @@
+"""Alert lifecycle: from findings to versioned alerts, and on to notification."""

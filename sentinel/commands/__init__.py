@@ -1,0 +1,1 @@
+"""Subcommands of the ``sentinel`` CLI, one module each."""

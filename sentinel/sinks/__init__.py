@@ -1,0 +1,1 @@
+"""Sinks: where alerts (and dead letters) go."""

@@ -1,0 +1,1 @@
+"""Sources: where raw usage-event lines come from (files, stdin, Kafka)."""
