@@ -155,7 +155,14 @@ class Pipeline:
             stats.blank += sum(1 for ln in lines if not ln.strip())
         alerts: list[Alert] = []
         if events:
-            fresh = self._admit(events, source, dead)
+
+            def locate(j: int) -> tuple[bytes, int | str]:
+                # Only on the slow path: map the j-th decoded event back to its raw line.
+                bad = {i for i, _ in rejected}
+                good = [i for i in range(len(lines)) if i not in bad and lines[i].strip()]
+                return lines[good[j]], positions[good[j]]
+
+            fresh = self._admit(events, source, dead, locate)
             if fresh:
                 self._pending.extend(fresh)
                 alerts = self._release(self._max_ts - self.options.lateness_s)
@@ -165,11 +172,12 @@ class Pipeline:
         """Process already-decoded events (adapters, tests)."""
         self.stats.lines += len(events)
         dead: list[DeadLetter] = []
-        fresh = self._admit(events, "events", dead)
+        fresh = self._admit(events, "events", dead, None)
         self._pending.extend(fresh)
         return self._release(self._max_ts - self.options.lateness_s)
 
-    def _admit(self, events: list[UsageEvent], source: str, dead: list[DeadLetter]) -> list[UsageEvent]:
+    def _admit(self, events: list[UsageEvent], source: str, dead: list[DeadLetter],
+               locate: Callable[[int], tuple[bytes, int | str]] | None) -> list[UsageEvent]:
         """Range checks, dedup and cost enrichment; returns the events to buffer.
 
         Works on the whole batch with C-level set and min/max operations; only a
@@ -179,8 +187,11 @@ class Pipeline:
         times: list[float] = [ev.ts for ev in events]  # type: ignore[misc]
         lo = min(times)
         hi = max(times)
-        if self._max_ts and (hi > self._max_ts + opts.max_future_s or lo < self._released_to - opts.max_late_s):
-            events = self._drop_out_of_range(events, source, dead)
+        ref_new, ref_old = self._max_ts, self._released_to or self._max_ts
+        if not ref_new:  # first events of the stream: their median is the reference
+            ref_new = ref_old = sorted(times)[len(times) // 2]
+        if hi > ref_new + opts.max_future_s or lo < ref_old - opts.max_late_s:
+            events = self._drop_out_of_range(events, ref_new, ref_old, source, dead, locate)
             if not events:
                 return events
             hi = max(ev.ts for ev in events)  # type: ignore[type-var]
@@ -195,8 +206,9 @@ class Pipeline:
             self._max_ts = hi
             bucket = int(hi // opts.dedup_horizon_s)
             if bucket != self._dedup_bucket:
-                # Rotate at batch granularity: the two generations always cover >= one horizon.
-                self._dedup_prev = self._dedup_cur if bucket == self._dedup_bucket + 1 else set()
+                # Rotate at batch granularity; the generation just filled (it holds this batch)
+                # always survives, so two generations cover at least one horizon.
+                self._dedup_prev = self._dedup_cur
                 self._dedup_cur = set()
                 self._dedup_bucket = bucket
         price_of = self._price_of
@@ -213,23 +225,27 @@ class Pipeline:
         self.stats.accepted += len(events)
         return events
 
-    def _drop_out_of_range(self, events: list[UsageEvent], source: str, dead: list[DeadLetter]) -> list[UsageEvent]:
+    def _drop_out_of_range(self, events: list[UsageEvent], max_ts: float, released_to: float, source: str,
+                           dead: list[DeadLetter], locate: Callable[[int], tuple[bytes, int | str]] | None,
+                           ) -> list[UsageEvent]:
         opts = self.options
-        max_ts = self._max_ts
-        too_old = self._released_to - opts.max_late_s
+        too_old = released_to - opts.max_late_s
         keep = []
-        for ev in events:
+        for j, ev in enumerate(events):
             t: float = ev.ts  # type: ignore[assignment]
             if t > max_ts + opts.max_future_s:
-                self._reject_event(ev, "ts_in_future", f"more than {opts.max_future_s:.0f}s ahead of the stream",
-                                   source, dead)
+                why = Rejection("ts_in_future", "ts", f"more than {opts.max_future_s:.0f}s ahead of the stream",
+                                str(t))
             elif t < too_old:
-                self._reject_event(ev, "ts_too_old", f"more than {opts.max_late_s:.0f}s behind the stream",
-                                   source, dead)
+                why = Rejection("ts_too_old", "ts", f"more than {opts.max_late_s:.0f}s behind the stream", str(t))
             else:
                 keep.append(ev)
                 if t > max_ts:
                     max_ts = t
+                continue
+            raw, position = locate(j) if locate is not None else (msgspec.json.encode(ev), ev.event_id)
+            dead.append(self._dead(raw, why, source, position))
+            self.stats.rejected[why.code] += 1
         return keep
 
     def _drop_duplicates(self, events: list[UsageEvent]) -> list[UsageEvent]:
@@ -252,11 +268,6 @@ class Pipeline:
         if mp.known and len(self._price_of) < 10_000:
             self._price_of[model] = row
         return row
-
-    def _reject_event(self, ev: UsageEvent, code: str, message: str, source: str, dead: list[DeadLetter]) -> None:
-        raw = msgspec.json.encode(ev)
-        dead.append(self._dead(raw, Rejection(code, "ts", message, str(ev.ts)), source, ev.event_id))
-        self.stats.rejected[code] += 1
 
     @staticmethod
     def _dead(line: bytes, why: Rejection, source: str, position: int | str) -> DeadLetter:

@@ -45,8 +45,8 @@ class JsonlAlertSink:
         self.written += len(alerts)
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        # Opening here creates the output file even when a run raised no alert.
+        self._open().flush()
 
     def close(self) -> None:
         if self._fh is not None:
