@@ -112,7 +112,7 @@ class UsageEvent(msgspec.Struct, gc=False):
 
     def __post_init__(self) -> None:
         ts = self.ts
-        if ts.__class__ is not float or not TS_MIN <= ts < TS_MAX:  # type: ignore[operator]
+        if ts.__class__ is not float or not TS_MIN <= ts < TS_MAX:
             self.ts = parse_ts(ts)
         if self.cached_input_tokens > self.input_tokens:
             raise EventRuleError(

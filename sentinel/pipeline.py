@@ -194,7 +194,7 @@ class Pipeline:
             events = self._drop_out_of_range(events, ref_new, ref_old, source, dead, locate)
             if not events:
                 return events
-            hi = max(ev.ts for ev in events)  # type: ignore[type-var]
+            hi = max(e.t for e in events)
         ids = [ev.event_id for ev in events]
         cur = self._dedup_cur
         prev = self._dedup_prev

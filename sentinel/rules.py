@@ -166,6 +166,19 @@ class Matcher(Frozen):
     detector: str | tuple[str, ...] | None = None
     min_severity: Literal["info", "low", "medium", "high", "critical"] | None = None
     tenant: str | tuple[str, ...] | None = None
+    # Regular expressions (full match), for tenant or detector families; see sentinel/alerting/routes.py.
+    detector_regex: str | None = None
+    tenant_regex: str | None = None
+
+    @field_validator("detector_regex", "tenant_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise ValueError(f"invalid regular expression {v!r}: {err}") from None
+        return v
 
 
 class Route(Frozen):
@@ -177,6 +190,8 @@ class Route(Frozen):
 
 class RoutesFile(Frozen):
     routes: tuple[Route, ...] = ()
+    # Sinks for an alert that no route matched (Alertmanager's root route).
+    default_sinks: tuple[str, ...] = ("jsonl",)
 
 
 @dataclass(frozen=True)
@@ -332,8 +347,8 @@ def load_rules(directory: str | Path | None) -> RuleSet:
     """Load and validate a rules directory (``None`` = built-in defaults only)."""
     errors: list[RuleError] = []
     if directory is None:
-        detectors = {n: DetectorRule(n, n, True, cls.Params()) for n, cls in registry.registered().items()}
-        return RuleSet(detectors=detectors)
+        defaults = {n: DetectorRule(n, n, True, cls.Params()) for n, cls in registry.registered().items()}
+        return RuleSet(detectors=defaults)
     root = Path(directory)
     if not root.is_dir():
         raise RulesFileError([RuleError(str(root), None, "", "rules directory does not exist")])
