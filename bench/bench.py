@@ -1,0 +1,216 @@
+"""`make bench`: throughput and memory of the pipeline and detectors, printed as one table.
+
+Rows (one process, one core, same input, so ratios are comparable even on a noisy machine):
+
+* decode+validate -- EventDecoder on batches of raw lines;
+* decode+enrich   -- plus dedup, range checks and cost from the price table (pipeline intake);
+* replay, no detectors / each detector alone / all detectors -- the whole pipeline
+  (reorder, ticks, incidents) and the ratio to the no-detector rate;
+* state bytes per key at N distinct keys, per detector (tracemalloc of the detector's state
+  after feeding N events with N distinct keys, divided by its tracked keys);
+* peak RSS of `sentinel replay` over the input file (a child process).
+
+The input is replay_data/sample.jsonl.gz when it exists (else synthetic traffic), repeated to
+``--events``. Extra benchmark scripts (``bench/bench_*.py`` with a ``rows()`` function) add their
+rows to the table, e.g. the Kafka end-to-end benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import importlib.util
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from detectors import registry  # noqa: E402
+from sentinel.decoding import EventDecoder  # noqa: E402
+from sentinel.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from sentinel.rules import load_rules  # noqa: E402
+
+Row = tuple[str, str, str, str]
+
+
+def load_lines(n: int) -> tuple[list[bytes], str]:
+    sample = REPO / "replay_data" / "sample.jsonl.gz"
+    if sample.exists():
+        with gzip.open(sample, "rb") as fh:
+            base = [ln.rstrip(b"\n") for ln in fh if ln.strip()]
+        origin = f"replay_data/sample.jsonl.gz ({len(base):,} lines)"
+    else:
+        from tests.synth import background, to_lines
+
+        base = list(to_lines(background(days=7, rate_per_min=12)))
+        origin = f"synthetic background ({len(base):,} lines)"
+    lines = list(base)
+    rep = 1
+    while len(lines) < n:
+        # Repeat with fresh event ids so that dedup does not drop the copies.
+        tag = f'"event_id":"r{rep}-'.encode()
+        lines.extend(ln.replace(b'"event_id":"', tag, 1) for ln in base)
+        rep += 1
+    return lines[:n], origin
+
+
+def rate(fn: Callable[[], Any], n: int, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def run_pipeline(lines: list[bytes], rules: Any, detectors: list[Any] | None, batch: int = 4096) -> None:
+    p = Pipeline(rules, PipelineOptions(), detectors=detectors)
+    for i in range(0, len(lines), batch):
+        chunk = lines[i:i + batch]
+        p.feed(chunk, "bench", range(i, i + len(chunk)))
+    p.drain()
+
+
+def state_bytes_per_key(name: str, keys: int, rules: Any) -> tuple[float, int, float]:
+    from tests.synth import Factory
+
+    cls = registry.get(name)
+    det = cls(cls.Params(max_keys=max(keys * 2, 10)), rules.context())
+    rng = random.Random(1)
+    f = Factory("mem")
+    t0 = 1793577600.0
+    events = []
+    for i in range(keys):
+        tenant = f"t_{i % max(1, keys // 10)}"
+        events.append(f.event(
+            t0 + i * 0.01, tenant_id=tenant, api_key_id=f"key_{rng.randrange(10**12)}",
+            session_id=f"s_{rng.randrange(10**12)}", request_id=f"r_{rng.randrange(10**12)}",
+            user_id=f"u_{rng.randrange(10**12)}", prompt_shape=f"shp_{rng.randrange(10**12)}",
+            prefix_hash=f"pfx_{rng.randrange(10**12)}", feature=f"f_{rng.randrange(10**12)}",
+            source_ip=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}", cost_usd=0.001,
+            cached_input_tokens=100, resource_tenant_id=tenant,
+        ))
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for ev in events:
+        det.update(ev)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    tracked = det.tracked_keys()
+    snap = len(det.snapshot())
+    return (after - before) / max(1, tracked), tracked, snap / max(1, tracked)
+
+
+def peak_rss_replay(lines: list[bytes]) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "in.jsonl"
+        src.write_bytes(b"\n".join(lines) + b"\n")
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sentinel.cli", "replay", "--rules", str(REPO / "rules"), "--out",
+                        str(Path(d) / "alerts.jsonl"), "--dead-letter", str(Path(d) / "dead.jsonl"),
+                        "--no-progress", str(src)], check=True, capture_output=True, cwd=REPO)
+        seconds = time.perf_counter() - t
+    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return rss_kb / 1024, len(lines) / seconds
+
+
+def extra_rows(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    for script in sorted((REPO / "bench").glob("bench_*.py")):
+        spec = importlib.util.spec_from_file_location(script.stem, script)
+        if spec is None or spec.loader is None:
+            continue
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        if hasattr(mod, "rows"):
+            try:
+                rows.extend(mod.rows(quick=quick))
+            except Exception as err:  # a broken extra benchmark must not hide the others
+                rows.append((script.stem, "failed", type(err).__name__, str(err)[:60]))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--keys", type=int, default=100_000, help="distinct keys for the state-size rows")
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    ap.add_argument("--no-extra", action="store_true", help="skip bench/bench_*.py rows (Kafka ...)")
+    args = ap.parse_args()
+    if args.quick:
+        args.events, args.keys = 20_000, 5_000
+    lines, origin = load_lines(args.events)
+    n = len(lines)
+    rules = load_rules(REPO / "rules")
+    names = list(registry.registered())
+    rows: list[Row] = []
+
+    dec = EventDecoder()
+
+    def decode_only() -> None:
+        for i in range(0, n, 4096):
+            dec.decode_batch(lines[i:i + 4096])
+
+    r_decode = rate(decode_only, n)
+    rows.append(("decode+validate", f"{r_decode:,.0f} ev/s", "", "target >= 400k ev/s with enrich"))
+
+    def decode_enrich() -> None:
+        p = Pipeline(rules, detectors=[])
+        for i in range(0, n, 4096):
+            evs, _ = p.decoder.decode_batch(lines[i:i + 4096])
+            p._admit(evs, "bench", [], None)
+
+    r_enrich = rate(decode_enrich, n)
+    rows.append(("decode+validate+enrich", f"{r_enrich:,.0f} ev/s", f"{r_enrich / r_decode:.2f}x decode",
+                 "target >= 400k ev/s"))
+    r_none = rate(lambda: run_pipeline(lines, rules, []), n)
+    rows.append(("replay, no detectors", f"{r_none:,.0f} ev/s", "1.00", "target >= 300k ev/s"))
+    ctx = rules.context()
+    for name in names:
+        rule = rules.detectors[name]
+        cls = registry.get(name)
+        r = rate(lambda cls=cls, rule=rule: run_pipeline(lines, rules, [cls(rule.params, ctx, rule.tenant_params)]),
+                 n, repeat=2)
+        rows.append((f"replay, {name} only", f"{r:,.0f} ev/s", f"{r / r_none:.2f}", ">= 0.70 of no detectors"))
+    if names:
+        r_all = rate(lambda: run_pipeline(lines, rules, None), n, repeat=2)
+        rows.append(("replay, all detectors", f"{r_all:,.0f} ev/s", f"{r_all / r_none:.2f}",
+                     "target >= 250k ev/s"))
+    for name in names:
+        per_key, tracked, snap = state_bytes_per_key(name, args.keys, rules)
+        rows.append((f"state {name} @{args.keys:,} keys", f"{per_key:,.0f} B/key", f"{tracked:,} tracked",
+                     f"snapshot {snap:,.0f} B/key; target <= 300"))
+    rss_mb, cli_rate = peak_rss_replay(lines)
+    rows.append(("`sentinel replay` CLI", f"{cli_rate:,.0f} ev/s", f"peak RSS {rss_mb:,.0f} MB", "whole process"))
+    if not args.no_extra:
+        rows.extend(extra_rows(args.quick))
+
+    print(f"\nsentinel benchmark — {n:,} events from {origin}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.platform()}")
+    widths = [max(len(r[i]) for r in [*rows, ("what", "result", "ratio / detail", "target")]) for i in range(4)]
+    header = ("what", "result", "ratio / detail", "target")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
