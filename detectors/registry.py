@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 from detectors.base import Detector
 
 BUILTIN_MODULES: tuple[str, ...] = (
+    "detectors.cross_tenant",
+    "detectors.retry_storm",
+    "detectors.cancellation_tax",
 )
 
 _REGISTRY: dict[str, type[Detector[Any, Any]]] = {}
