@@ -1,0 +1,1 @@
+"""Durable state: per-partition checkpoints, the notification ledger and shared (cross-replica) stores."""
