@@ -47,6 +47,64 @@ class StateSettings(BaseModel):
     notify_record_ttl_s: int = 30 * 86400
 
 
+class RetrySettings(BaseModel):
+    """Per-sink delivery retry: exponential backoff with jitter, dead letter after ``max_attempts``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    initial_s: float = Field(1.0, gt=0)
+    max_s: float = Field(300.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1, description="+/- this fraction of each delay")
+    max_attempts: int = Field(12, ge=1, description="then the entry is dead-lettered")
+    seed: int | None = Field(None, description="fixed jitter seed (tests); unset = random")
+
+
+class SinksSettings(BaseModel):
+    """Where alerts are delivered (see sentinel/alerting/delivery.py); a sink with no URL is off."""
+
+    model_config = ConfigDict(frozen=True)
+
+    jsonl_path: Path | None = Field(None, description="append every delivered alert version here")
+    outbox_path: Path = Field(Path("sentinel-outbox.sqlite"), description="SQLite outbox when there is no Redis")
+    retry: RetrySettings = RetrySettings()
+    realert_s: float = Field(3600.0, ge=0, description="no new incident notice for the same entity this soon")
+    group_thread_s: float = Field(86400.0, gt=0, description="a tenant's Slack thread is reused this long")
+    # Splunk HTTP Event Collector
+    hec_url: str | None = Field(None, description="https://splunk:8088 (the /services/collector/event path is added)")
+    hec_token: SecretStr | None = None
+    hec_verify_tls: bool = True
+    hec_ca_file: Path | None = None
+    hec_index: str | None = None
+    hec_sourcetype: str = "sentinel:alert"
+    hec_batch: int = Field(100, ge=1)
+    hec_ocsf: bool = Field(False, description="send OCSF Detection Findings instead of sentinel alerts")
+    # syslog CEF (RFC 5424, octet counting) over TCP, optional TLS
+    syslog_host: str | None = None
+    syslog_port: int = 6514
+    syslog_tls: bool = False
+    syslog_ca_file: Path | None = None
+    syslog_verify_tls: bool = True
+    # OCSF Detection Finding JSON lines
+    ocsf_path: Path | None = None
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_base_url: str = "https://slack.com/api/"
+    slack_actions_port: int = 9109
+    # revoke webhook (guarded)
+    revoke_url: str | None = None
+    revoke_hmac_secret: SecretStr | None = None
+    revoke_dry_run: bool = True
+    revoke_max_per_hour: int = Field(5, ge=0)
+    revoke_min_score: float = Field(0.9, ge=0, le=1)
+    revoke_min_signals: int = Field(2, ge=1)
+    revoke_allow: tuple[str, ...] = Field((), description="api keys or tenants that may be revoked; empty = any")
+    revoke_deny: tuple[str, ...] = Field((), description="api keys or tenants never revoked")
+    revoke_audit_path: Path = Path("sentinel-revoke-audit.jsonl")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTINEL_", env_nested_delimiter="__", frozen=True)
 
@@ -61,6 +119,7 @@ class Settings(BaseSettings):
     http_port: int = 9108
     kafka: KafkaSettings = KafkaSettings()
     state: StateSettings = StateSettings()
+    sinks: SinksSettings = SinksSettings()
 
     def resolved_rules_dir(self) -> Path | None:
         if self.rules_dir is not None:
