@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from detectors.base import Detector
 
 BUILTIN_MODULES: tuple[str, ...] = (
+    "detectors.spend_spike",
+    "detectors.quota_burn",
     "detectors.cross_tenant",
     "detectors.retry_storm",
     "detectors.cancellation_tax",

@@ -1,0 +1,514 @@
+"""quota_burn: a budget burning so fast that it will run out before its period ends.
+
+Budgets come from ``rules/budgets.yaml`` (``context.budgets``): a tenant or an
+API key, a limit in dollars or tokens, a day, week or month in the tenant's
+time zone (:meth:`sentinel.calendar.TenantCalendar.period_bounds`).
+
+Method: multiwindow, multi-burn-rate alerts from the Google SRE Workbook
+(Beyer et al. 2018, ch. 5 "Alerting on SLOs", "Multiwindow, multi-burn-rate
+alerts"). The *burn rate* over a window is the spend rate in that window
+divided by the sustainable rate ``limit / period length``; burning at 1x
+uses the budget exactly by the end of the period. For a 30-day budget:
+
+====================  ==========  ===========  ============  ==============
+tier                  long window  short window  burn rate     budget used
+====================  ==========  ===========  ============  ==============
+page (fast)           1 h          5 min        >= 14.4x      2 % in 1 h
+page (slow)           6 h          30 min       >= 6x         5 % in 6 h
+ticket                3 d          6 h          >= 1x         10 % in 3 d
+====================  ==========  ===========  ============  ==============
+
+A tier is active while *both* windows burn at or above its rate: the long
+window makes it significant, the short one makes it stop soon after the burn
+does. Windows scale with the period (a daily budget uses 1/30 of them, a
+weekly one 7/30), so an alert always means the same share of the budget,
+and are floored at ``min_window_s`` (one tick). Spend is kept in a ring of
+``bucket_s``-wide buckets (scaled the same way: 864 buckets of 5 minutes for
+a monthly budget) only for budgets that exist.
+
+One addition to the workbook: a burn only alerts while the budget is at or
+ahead of its linear pace (``spent >= pace_gate * limit * elapsed / period``).
+A short large batch that leaves the budget under pace has not endangered it.
+
+Consumption notices at ``notice_fractions`` (50 % and 80 %) are emitted once
+per period per budget as ``info`` findings; reaching 100 % is a real alert
+(budget exhausted), resolved when the period rolls over. The burn incident
+opens at the first active tier, re-emits when a higher tier becomes active,
+and resolves ``resolve_quiet_s`` after no tier is active. Evidence: spent,
+remaining, every burn rate with its windows, projected exhaustion time
+(RFC 3339).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+import msgspec
+from pydantic import Field
+
+from detectors.base import BudgetInfo, Detector, DetectorParams, Finding
+from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
+from detectors.registry import register
+from detectors.stats import Buckets, buckets_add, buckets_sum
+from sentinel.events import UsageEvent
+
+_NOMINAL_PERIOD_S: Final = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
+_TIER_NAMES: Final = ("", "ticket", "page_slow", "page_fast")
+_ADJ: Final = {"day": "daily", "week": "weekly", "month": "monthly"}
+
+
+class QuotaBurnParams(DetectorParams):
+    reference_period_s: float = Field(
+        30 * 86400.0, gt=0, description="period the windows below are written for (the workbook's 30 days)"
+    )
+    page_fast_burn: float = Field(14.4, gt=0, description="burn rate of the fast page tier (2% of a month in 1 h)")
+    page_fast_long_s: float = Field(3600.0, gt=0, description="long window of the fast page tier")
+    page_fast_short_s: float = Field(300.0, gt=0, description="short window of the fast page tier")
+    page_slow_burn: float = Field(6.0, gt=0, description="burn rate of the slow page tier (5% of a month in 6 h)")
+    page_slow_long_s: float = Field(21600.0, gt=0, description="long window of the slow page tier")
+    page_slow_short_s: float = Field(1800.0, gt=0, description="short window of the slow page tier")
+    ticket_burn: float = Field(1.0, gt=0, description="burn rate of the ticket tier (10% of a month in 3 d)")
+    ticket_long_s: float = Field(259200.0, gt=0, description="long window of the ticket tier")
+    ticket_short_s: float = Field(21600.0, gt=0, description="short window of the ticket tier")
+    bucket_s: float = Field(300.0, gt=0, description="width of a spend bucket for the reference period (scaled)")
+    min_window_s: float = Field(60.0, gt=0, description="floor of scaled windows and buckets (the tick interval)")
+    pace_gate: float = Field(
+        1.0, ge=0, description="burn alerts need spent >= this x the linear pace (0 = pure workbook rules)"
+    )
+    notice_fractions: tuple[float, ...] = Field(
+        (0.5, 0.8), description="consumption shares announced once per period as info findings"
+    )
+    resolve_quiet_s: float = Field(
+        600.0, ge=0, description="a burn incident resolves after this long with no tier active"
+    )
+    score_page_fast: float = Field(0.9, ge=0, le=1, description="score of a fast-page finding")
+    score_page_slow: float = Field(0.8, ge=0, le=1, description="score of a slow-page finding")
+    score_ticket: float = Field(0.55, ge=0, le=1, description="score of a ticket finding")
+    score_exhausted: float = Field(0.85, ge=0, le=1, description="score of a budget-exhausted finding")
+    score_notice: float = Field(0.1, ge=0, le=1, description="score of a consumption notice (severity info)")
+
+
+class BudgetState(msgspec.Struct, array_like=True, gc=False):
+    """One budget in its current period. Amounts are in the budget's unit (USD or tokens)."""
+
+    moved: float
+    tenant: str = ""
+    start: float = 0.0
+    end: float = 0.0
+    spent: float = 0.0
+    usd: float = 0.0
+    first: float = 0.0  # first event observed (the windows cover no more than since then)
+    ring: Buckets = msgspec.field(default_factory=lambda: Buckets(width=300.0, sums=[]))
+    notices: int = 0  # bit i: notice_fractions[i] announced this period
+    exhausted: float = 0.0  # when the limit was reached this period (0: not reached)
+    inc_first: float = 0.0  # first_seen of the open burn incident (0: none)
+    reported: int = 0  # highest tier reported in the open incident
+    cool_since: float = 0.0  # since when no tier is active (open incident only)
+    last: float = 0.0  # last event time
+
+
+class QuotaBurnState(msgspec.Struct):
+    budgets: dict[str, BudgetState] = msgspec.field(default_factory=dict)
+    stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+
+
+class _Windows(msgspec.Struct, frozen=True):
+    """A budget period's scaled windows (derived from params; not state)."""
+
+    bucket: float
+    ring: int
+    tiers: tuple[tuple[int, str, float, float, float], ...]  # (tier, name, burn, long_s, short_s)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _r(x: float, nd: int = 4) -> float:
+    return float(round(x, nd))
+
+
+@register
+class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
+    """A budget (tenant or key; $ or tokens; day, week or month) burning fast enough to run out early.
+
+    SRE-workbook multiwindow burn-rate tiers (page 14.4x over 1 h & 5 min,
+    page 6x over 6 h & 30 min, ticket 1x over 3 d & 6 h, scaled to the
+    period), while the budget is ahead of its pace; 50/80 % consumption
+    notices (info) and a budget-exhausted alert.
+    """
+
+    name: ClassVar[str] = "quota_burn"
+    Params: ClassVar[type[DetectorParams]] = QuotaBurnParams
+    State: ClassVar[type[msgspec.Struct]] = QuotaBurnState
+    description: ClassVar[str] = "budgets burning fast enough to run out before the period ends"
+
+    def __init__(self, params: QuotaBurnParams, context: Any, tenant_params: Any = None) -> None:
+        super().__init__(params, context, tenant_params)
+        # Derived from the rules on first use (pure functions of them, never state).
+        self._by_tenant: dict[str, tuple[BudgetInfo, ...]] | None = None
+        self._by_key: dict[str, tuple[BudgetInfo, ...]] = {}
+        self._by_name: dict[str, BudgetInfo] = {}
+        self._windows: dict[tuple[str, str], _Windows] = {}
+
+    def _index(self) -> dict[str, tuple[BudgetInfo, ...]]:
+        by_tenant: dict[str, list[BudgetInfo]] = {}
+        by_key: dict[str, list[BudgetInfo]] = {}
+        for b in self.context.budgets:
+            (by_tenant if b.scope == "tenant" else by_key).setdefault(b.id, []).append(b)
+            self._by_name[b.name] = b
+        self._by_key = {k: tuple(v) for k, v in by_key.items()}
+        self._by_tenant = {k: tuple(v) for k, v in by_tenant.items()}
+        return self._by_tenant
+
+    def _win(self, b: BudgetInfo, tenant: str) -> _Windows:
+        w = self._windows.get((b.period, tenant))
+        if w is not None:
+            return w
+        p = self.params_for(tenant)
+        scale = _NOMINAL_PERIOD_S[b.period] / p.reference_period_s
+        lo = p.min_window_s
+        bucket = max(lo, p.bucket_s * scale)
+        tiers = tuple(
+            (level, name, burn, max(lo, long_s * scale), max(lo, short_s * scale))
+            for level, name, burn, long_s, short_s in (
+                (3, "page_fast", p.page_fast_burn, p.page_fast_long_s, p.page_fast_short_s),
+                (2, "page_slow", p.page_slow_burn, p.page_slow_long_s, p.page_slow_short_s),
+                (1, "ticket", p.ticket_burn, p.ticket_long_s, p.ticket_short_s),
+            )
+        )
+        longest = max(max(tier[3], tier[4]) for tier in tiers)
+        w = _Windows(bucket, math.ceil(longest / bucket) + 2, tiers)
+        if len(self._windows) < 10_000:
+            self._windows[(b.period, tenant)] = w
+        return w
+
+    # -- hot path ---------------------------------------------------------------------------------
+
+    def update(self, event: UsageEvent) -> list[Finding] | None:
+        by_tenant = self._by_tenant
+        if by_tenant is None:
+            by_tenant = self._index()
+        bt = by_tenant.get(event.tenant_id)
+        bk = self._by_key.get(event.api_key_id) if self._by_key else None
+        if bt is None and bk is None:
+            return None
+        out: list[Finding] | None = None
+        cost = event.cost_usd
+        if cost is None:
+            cost = self.context.prices.resolve(event.model).cost(
+                event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
+            )
+        for group in (bt, bk):
+            if group is None:
+                continue
+            for b in group:
+                got = self._spend(b, event, cost)
+                if got:
+                    if out is None:
+                        out = []
+                    out.extend(got)
+        return out
+
+    def _spend(self, b: BudgetInfo, event: UsageEvent, cost: float) -> list[Finding] | None:
+        st = self.state
+        t: float = event.ts  # type: ignore[assignment]
+        bs = st.budgets.get(b.name)
+        if bs is None or t - bs.moved > MOVE_EVERY:
+            new = bs is None
+            bs = touch(st.budgets, b.name, t, _new_budget, self.params.max_keys, st.stats)
+            if new:
+                tenant = b.id if b.scope == "tenant" else event.tenant_id
+                bs.tenant = tenant
+                bs.first = t
+                w = self._win(b, tenant)
+                bs.ring = Buckets(width=w.bucket, sums=[0.0] * w.ring)
+                bs.start, bs.end = self.context.calendar.period_bounds(tenant, t, b.period)
+        out: list[Finding] | None = None
+        if t >= bs.end:
+            out = self._new_period(b, bs, t)
+        if t > bs.last:
+            bs.last = t
+        amount = cost if b.limit_usd is not None else float(event.input_tokens + event.output_tokens)
+        buckets_add(bs.ring, t, amount)
+        if t < bs.start:
+            return out  # late event of the previous period: counts for burn rates, not for this period
+        bs.spent += amount
+        bs.usd += cost
+        limit = b.limit_usd if b.limit_usd is not None else float(b.limit_tokens or 0)
+        if limit <= 0.0:
+            return out
+        frac = bs.spent / limit
+        p = self.params_for(bs.tenant)
+        if frac >= 1.0:
+            if not bs.exhausted:
+                bs.exhausted = t
+                bs.notices = (1 << len(p.notice_fractions)) - 1
+                out = (out or []) + [self._exhausted(b, bs, t, event)]
+            return out
+        fractions = p.notice_fractions
+        crossed = -1
+        for i, f in enumerate(fractions):
+            if frac >= f and not bs.notices & (1 << i):
+                bs.notices |= 1 << i
+                if crossed < 0 or f > fractions[crossed]:
+                    crossed = i
+        if crossed >= 0:
+            out = (out or []) + [self._notice(b, bs, t, fractions[crossed], event)]
+        return out
+
+    def _new_period(self, b: BudgetInfo, bs: BudgetState, t: float) -> list[Finding] | None:
+        """The period rolled over: reset the spend; an exhausted budget is available again."""
+        out: list[Finding] | None = None
+        if bs.exhausted:
+            f = self._finding(b, bs, bs.end, bs.exhausted, self.params_for(bs.tenant).score_exhausted,
+                              f"Budget {b.name} renewed for a new {b.period}", "resolved", {}, None)
+            out = [f]
+        bs.start, bs.end = self.context.calendar.period_bounds(bs.tenant, t, b.period)
+        bs.spent = bs.usd = 0.0
+        bs.notices = 0
+        bs.exhausted = 0.0
+        return out
+
+    # -- findings --------------------------------------------------------------------------------------
+
+    def _unit(self, b: BudgetInfo) -> tuple[float, str]:
+        if b.limit_usd is not None:
+            return b.limit_usd, "usd"
+        return float(b.limit_tokens or 0), "tokens"
+
+    def _usd_per_unit(self, b: BudgetInfo, bs: BudgetState) -> float:
+        if b.limit_usd is not None:
+            return 1.0
+        return bs.usd / bs.spent if bs.spent > 0.0 else 0.0
+
+    def _rate(self, bs: BudgetState, now: float, window: float) -> float:
+        """Spend per second over the last ``window`` seconds (the current bucket partly)."""
+        ring = bs.ring
+        w = ring.width
+        n = round(window / w)
+        if n < 1:
+            n = 1
+        if n + 1 > len(ring.sums):
+            n = len(ring.sums) - 1
+        dur = n * w + (now - math.floor(now / w) * w)
+        return buckets_sum(ring, now, n + 1) / dur if dur > 0.0 else 0.0
+
+    def _burns(self, b: BudgetInfo, bs: BudgetState, now: float) -> tuple[int, dict[str, Any], float]:
+        """Highest active tier (0: none), the burn-rate evidence, and the fast-tier long-window rate/s."""
+        limit, _ = self._unit(b)
+        period = bs.end - bs.start
+        sustain = limit / period if period > 0.0 else 0.0
+        win = self._win(b, bs.tenant)
+        tier = 0
+        rates: dict[str, Any] = {}
+        fast_rate = 0.0
+        for level, name, burn, long_s, short_s in win.tiers:
+            rl = self._rate(bs, now, long_s)
+            rs = self._rate(bs, now, short_s)
+            bl = rl / sustain if sustain > 0.0 else 0.0
+            bsh = rs / sustain if sustain > 0.0 else 0.0
+            if level == 3:
+                fast_rate = rl
+            active = bl >= burn and bsh >= burn
+            if active and level > tier:
+                tier = level
+            rates[name] = {
+                "threshold": burn,
+                "long_window_s": _r(long_s, 1),
+                "long_burn": _r(bl, 3),
+                "short_window_s": _r(short_s, 1),
+                "short_burn": _r(bsh, 3),
+                "active": active,
+            }
+        return tier, rates, fast_rate
+
+    def _evidence(self, b: BudgetInfo, bs: BudgetState, now: float, rate_per_s: float) -> dict[str, Any]:
+        limit, unit = self._unit(b)
+        remaining = limit - bs.spent
+        period = bs.end - bs.start
+        elapsed = (now - bs.start) / period if period > 0.0 else 0.0
+        eta = now + remaining / rate_per_s if rate_per_s > 0.0 and remaining > 0.0 else None
+        cal = self.context.calendar
+        return {
+            "budget": b.name,
+            "scope": b.scope,
+            "scope_id": b.id,
+            "period": b.period,
+            "period_start": cal.local_iso(bs.tenant, bs.start),
+            "period_end": cal.local_iso(bs.tenant, bs.end),
+            "unit": unit,
+            "limit": limit,
+            "spent": _r(bs.spent, 4),
+            "remaining": _r(remaining if remaining > 0.0 else 0.0, 4),
+            "spent_fraction": _r(bs.spent / limit if limit > 0.0 else 0.0, 4),
+            "period_elapsed_fraction": _r(elapsed, 4),
+            "spent_usd": _r(bs.usd, 4),
+            "observed_since": _iso(bs.first),
+            "rate_per_hour": _r(rate_per_s * 3600.0, 4),
+            "sustainable_per_hour": _r(limit / period * 3600.0 if period > 0.0 else 0.0, 4),
+            "projected_exhaustion": _iso(eta) if eta is not None else None,
+            "projected_exhaustion_local": cal.local_iso(bs.tenant, eta) if eta is not None else None,
+            "exhausts_before_period_end": eta is not None and eta < bs.end,
+        }
+
+    def _finding(self, b: BudgetInfo, bs: BudgetState, ts: float, first_seen: float, score: float, title: str,
+                 status: Any, evidence: dict[str, Any], severity: Any, risk: float = 0.0, summary: str = "",
+                 signals: dict[str, float] | None = None, actions: list[Any] | None = None,
+                 samples: list[str] | None = None) -> Finding:
+        return Finding(
+            detector=self.name,
+            entity_type="budget",
+            entity_id=b.name,
+            tenant_id=bs.tenant,
+            ts=ts,
+            first_seen=first_seen,
+            score=score,
+            title=title,
+            evidence=evidence,
+            status=status,
+            risk_usd_per_hour=_r(risk, 2),
+            summary=summary,
+            signals=signals or {},
+            api_key_id=b.id if b.scope == "api_key" else None,
+            sample_event_ids=samples or [],
+            actions=actions or [],
+            severity=severity,
+        )
+
+    def _notice(self, b: BudgetInfo, bs: BudgetState, t: float, fraction: float, event: UsageEvent) -> Finding:
+        p = self.params_for(bs.tenant)
+        _, _, rate = self._burns(b, bs, t)
+        ev = self._evidence(b, bs, t, rate)
+        ev["notice_fraction"] = fraction
+        pct = round(fraction * 100)
+        return self._finding(
+            b, bs, t, t, p.score_notice, f"Budget {b.name} has used {pct}% of its {_ADJ[b.period]} limit", "firing", ev,
+            "info", summary=f"{ev['spent']:g} of {ev['limit']:g} {ev['unit']} spent, "
+                            f"{ev['period_elapsed_fraction'] * 100:.0f}% of the {b.period} elapsed",
+            signals={"consumption": p.score_notice}, actions=["notify"], samples=[event.event_id],
+        )
+
+    def _exhausted(self, b: BudgetInfo, bs: BudgetState, t: float, event: UsageEvent) -> Finding:
+        p = self.params_for(bs.tenant)
+        _, rates, rate = self._burns(b, bs, t)
+        ev = self._evidence(b, bs, t, rate)
+        ev["burn_rates"] = rates
+        risk = rate * 3600.0 * self._usd_per_unit(b, bs)
+        return self._finding(
+            b, bs, t, t, p.score_exhausted, f"Budget {b.name} exhausted ({_ADJ[b.period]} limit reached)", "firing", ev,
+            None, risk=risk,
+            summary=f"{ev['spent']:g} of {ev['limit']:g} {ev['unit']} spent with "
+                    f"{(1.0 - ev['period_elapsed_fraction']) * 100:.0f}% of the {b.period} left",
+            signals={"exhausted": p.score_exhausted}, actions=["notify", "page"], samples=[event.event_id],
+        )
+
+    # -- time ------------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Finding] | None:
+        st = self.state
+        if self._by_tenant is None:
+            self._index()
+        out: list[Finding] | None = None
+        gone: list[str] = []
+        for name, bs in st.budgets.items():
+            b = self._by_name.get(name)
+            if b is None:
+                gone.append(name)  # the budget left the rules
+                continue
+            got = self._judge(b, bs, now)
+            if got:
+                if out is None:
+                    out = []
+                out.extend(got)
+        for name in gone:
+            del st.budgets[name]
+        expire_idle(st.budgets, now, self.params.idle_ttl_s, st.stats, _last_seen)
+        return out
+
+    def _judge(self, b: BudgetInfo, bs: BudgetState, now: float) -> list[Finding] | None:
+        out: list[Finding] | None = None
+        if now >= bs.end:
+            out = self._new_period(b, bs, now)
+        p = self.params_for(bs.tenant)
+        limit, _ = self._unit(b)
+        period = bs.end - bs.start
+        tier, rates, fast_rate = self._burns(b, bs, now)
+        pace = p.pace_gate * limit * (now - bs.start) / period if period > 0.0 else 0.0
+        ahead = bs.spent >= pace
+        if not ahead or bs.exhausted:
+            tier = 0  # under pace: not endangered; exhausted: the exhausted alert says it all
+        if tier:
+            bs.cool_since = 0.0
+            if bs.inc_first and tier <= bs.reported:
+                return out
+            if not bs.inc_first:
+                bs.inc_first = now
+            bs.reported = tier
+            name = _TIER_NAMES[tier]
+            long_s = next(x[3] for x in self._win(b, bs.tenant).tiers if x[0] == tier)
+            rate = self._rate(bs, now, long_s)
+            ev = self._evidence(b, bs, now, rate)
+            ev["burn_rates"] = rates
+            ev["tier"] = name
+            ev["pace"] = _r(pace, 4)
+            score = (p.score_ticket, p.score_page_slow, p.score_page_fast)[tier - 1]
+            sustain = limit / period if period > 0.0 else 0.0
+            risk = max(0.0, rate - sustain) * 3600.0 * self._usd_per_unit(b, bs)
+            r = rates[name]
+            title = (f"Budget {b.name} burning {r['long_burn']:.1f}x its sustainable rate "
+                     f"({'page' if tier > 1 else 'ticket'})")
+            eta = ev["projected_exhaustion_local"]
+            summary = (f"{r['long_burn']:.1f}x over {r['long_window_s']:g}s and {r['short_burn']:.1f}x over "
+                       f"{r['short_window_s']:g}s; {ev['spent_fraction'] * 100:.0f}% spent at "
+                       f"{ev['period_elapsed_fraction'] * 100:.0f}% of the {b.period}"
+                       + (f"; exhausted by {eta} at this rate" if eta else ""))
+            f = self._finding(b, bs, now, bs.inc_first, score, title, "firing", ev, None, risk=risk,
+                              summary=summary, signals={name: score},
+                              actions=["notify", "page"] if tier > 1 else ["notify"])
+            return (out or []) + [f]
+        if bs.inc_first:
+            if not bs.cool_since:
+                bs.cool_since = now
+            if now - bs.cool_since >= p.resolve_quiet_s:
+                ev = self._evidence(b, bs, now, fast_rate)
+                ev["burn_rates"] = rates
+                f = self._finding(b, bs, now, bs.inc_first,
+                                  (p.score_ticket, p.score_page_slow, p.score_page_fast)[bs.reported - 1],
+                                  f"Budget {b.name} burn back under its thresholds", "resolved", ev, None,
+                                  summary="no burn-rate tier active")
+                bs.inc_first = 0.0
+                bs.reported = 0
+                bs.cool_since = 0.0
+                return (out or []) + [f]
+        return out
+
+    # -- introspection ---------------------------------------------------------------------------------
+
+    def is_warm(self, key: str) -> bool:
+        """Whether budget ``key`` (its name) has been observed for the fast tier's long window."""
+        bs = self.state.budgets.get(key)
+        if bs is None:
+            if self._by_tenant is None:
+                self._index()
+            return False
+        b = self._by_name.get(key)
+        if b is None:
+            return False
+        return bs.last - bs.first >= self._win(b, bs.tenant).tiers[0][3]
+
+    def tracked_keys(self) -> int:
+        return len(self.state.budgets)
+
+    def evicted_keys(self) -> int:
+        return self.state.stats.evicted
+
+
+def _new_budget(t: float) -> BudgetState:
+    return BudgetState(moved=t, last=t)
+
+
+def _last_seen(bs: BudgetState) -> float:
+    return bs.last

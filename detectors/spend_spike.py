@@ -1,0 +1,914 @@
+"""spend_spike: an API key spending far above its own seasonal baseline, with the marks of a stolen key.
+
+LLMjacking (Sysdig TRT, "LLMjacking: stolen cloud credentials used in new AI
+attack", 2024; MITRE ATLAS AML.T0034 Cost Harvesting): a leaked key is resold
+or used to run someone else's workload. Its spend jumps, it is called from
+addresses and clients the owner never used, it probes which models the key may
+call (bursts of 403/404 over many model names), it prefers the most expensive
+model and asks for long outputs. The low-and-slow variant stays at a few times
+the usual spend, for hours, at night.
+
+Method, per ``api_key_id``:
+
+* **Baseline.** Every finished hour of a key is one observation
+  ``x = log(spend + floor)``. The key keeps an hour-of-day profile of ``x``
+  (24 EW means in a 48-byte array, plus one residual variance), the tenant
+  keeps a :class:`detectors.seasonal.SeasonalBaseline` of the same ``x`` over
+  all its keys (hour of week, tenant local time) and the detector one for the
+  whole population. The expectation for a key at an hour is the key's own
+  bucket shrunk towards the tenant's (which is shrunk towards the
+  population's) with credibility weight ``n / (n + prior_days)`` (Bühlmann
+  1967), plus the tenant's weekday/weekend effect; the variance is the
+  mixture's. A new key of a known tenant is thus judged against what the
+  tenant's keys usually do (a rotated key is not an anomaly), while a new
+  tenant is in warm-up (``tenant_warmup_s``) and only the absolute fast path
+  can fire. Short windows are compared against the highest of the
+  expectations of the hour and its two neighbours, so a job that starts a
+  few minutes early is not a spike.
+* **Windows.** Spend, requests, novel-source spend/requests and 403/404
+  responses are exponentially decayed sums with time constants of 15 minutes
+  and 3 hours (``S <- S * exp(-dt / tau) + x``; an estimate of the amount in
+  the last ``tau``), plus a tumbling one-minute spend for the fast path.
+* **Signals** (each 0..1):
+
+  - ``spend``: ``(ln(ratio) - tolerance) / ln(ratio_saturation / ratio_tolerance)``
+    for the observed/expected spend rate over 15 minutes and over 3 hours
+    (the larger), where ``tolerance = max(ln ratio_tolerance, z_tolerance * sd)``
+    (``+ ln short_window_slack`` on the 15-minute window) and only if the
+    excess is at least ``min_excess_usd_per_h``;
+  - ``rate``: the same on the request rate (requests/hour);
+  - ``enumeration``: 403/404 responses in 15 minutes and the number of
+    distinct models they named;
+  - ``novelty``: the share of recent requests (15 min) or spend (3 h) coming
+    from a source IP, user agent or model that neither the key nor its tenant
+    used before (a new source stays novel for ``novelty_s``);
+  - ``expensive``: the rise of the share of calls to the most expensive price
+    tier over the key's usual share;
+  - ``output``: the rise of the output share of tokens over the usual;
+  - ``off_hours``: outside the tenant's business hours.
+
+* **Score** = ``min(1, sum(weight_i * signal_i))``, where the context signals
+  (novelty, expensive, output, off-hours) only count when spend, rate or
+  enumeration is already above tolerance: a new IP at the usual spend is not
+  an incident. Each contribution is reported in ``signals``. The **fast
+  path** (spend in one minute >= ``fast_path_usd_per_min``) sets the score to
+  at least ``fast_path_score`` whatever the baseline or warm-up.
+* ``risk_usd_per_hour`` is the excess over the baseline; ``evidence`` holds
+  observed and expected $/h, ratio, window, new IPs/user agents, top models
+  and the projected $/day.
+
+An incident opens at ``fire_score``, re-emits when the score rises by
+``score_step`` or the excess crosses a step of ``risk_steps_usd_per_hour``,
+and resolves after ``resolve_quiet_s`` without a score above
+``clear_score``. While an incident is open the key's baseline and known
+sources are frozen, so the attack is not learned as normal.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any, ClassVar, Final
+
+import msgspec
+from pydantic import Field
+
+from detectors.base import Detector, DetectorParams, Finding
+from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
+from detectors.registry import register
+from detectors.seasonal import SeasonalBaseline, baseline_expect, baseline_update, baseline_week_effect, new_baseline
+from detectors.stats import alpha_for_half_life
+from sentinel.events import UsageEvent
+
+_ATTACK: Final = {"framework": "MITRE ATLAS", "id": "AML.T0034", "name": "Cost Harvesting"}
+_INF: Final = math.inf
+_TAU_SHORT: Final = 900.0
+_TAU_LONG: Final = 10800.0
+_INV_SHORT: Final = -1.0 / _TAU_SHORT
+_INV_LONG: Final = -1.0 / _TAU_LONG
+# decayed sum -> rate per hour
+_PER_H_SHORT: Final = 3600.0 / _TAU_SHORT
+_PER_H_LONG: Final = 3600.0 / _TAU_LONG
+# Hour-of-day profile: 24 little-endian int16 of x * _Q; _UNSET marks an empty bucket.
+_Q: Final = 1024.0
+_UNSET: Final = -32768
+_PROFILE_BYTES: Final = 48
+_BLOOM_BYTES: Final = 256
+_BLOOM_BITS: Final = _BLOOM_BYTES * 8
+_SEED_IP: Final = 0x1F3D5B79
+_SEED_UA: Final = 0x2C4E6A8D
+_SEED_MODEL: Final = 0x3A5C7E91
+_SEED_TENANT: Final = 0x5BD1E995
+_MASK32: Final = 0xFFFFFFFF
+_MEMO_LIMIT: Final = 50_000
+_MAX_LISTED: Final = 5
+
+
+class SpendSpikeParams(DetectorParams):
+    tenant_warmup_s: float = Field(
+        86400.0, ge=0, description="a tenant seen for less than this is onboarding: only the fast path may fire"
+    )
+    max_tenants: int = Field(10_000, ge=1, description="cap on tenants with a baseline (also capped by max_keys)")
+    spend_floor_usd_per_h: float = Field(
+        0.1, gt=0, description="added to hourly spend before the log: spend below this is 'about nothing'"
+    )
+    min_excess_usd_per_h: float = Field(
+        1.0, ge=0, description="spend excess over the baseline ($/h) below which the spend signal is 0"
+    )
+    min_excess_requests_per_h: float = Field(
+        120.0, ge=0, description="request-rate excess (req/h) below which the rate signal is 0"
+    )
+    ratio_tolerance: float = Field(1.5, gt=1, description="observed/expected ratio that is still normal")
+    ratio_saturation: float = Field(20.0, gt=1, description="ratio at which the spend and rate signals reach 1")
+    z_tolerance: float = Field(
+        1.5, ge=0, description="tolerance in baseline standard deviations (log scale) when wider than ratio_tolerance"
+    )
+    short_window_slack: float = Field(
+        2.0, ge=1, description="extra ratio tolerated on the 15-minute window (noisier than hourly baselines)"
+    )
+    sd_floor: float = Field(0.25, gt=0, description="floor of the baseline standard deviation of log hourly spend")
+    sd_cap: float = Field(2.0, gt=0, description="cap of that standard deviation, so a noisy key is never silenced")
+    prior_days: float = Field(
+        1.0, gt=0, description="weight, in days of the key's own history, of the tenant/population prior"
+    )
+    shrink: float = Field(
+        2.0, gt=0, description="observations a tenant hour-of-week bucket needs to weigh as much as its fallback"
+    )
+    key_half_life_days: float = Field(7.0, gt=0, description="half-life of a key's hour-of-day profile, in days")
+    variance_half_life_hours: float = Field(72.0, gt=0, description="half-life of a key's residual variance, in hours")
+    tenant_half_life_obs: float = Field(
+        48.0, gt=0, description="half-life of tenant/population buckets, in key-hours folded into them"
+    )
+    max_fold_hours: int = Field(48, ge=1, description="idle hours folded (as zero spend) when a key comes back")
+    novelty_s: float = Field(
+        86400.0, gt=0, description="a source IP/user agent/model first seen this long ago is no longer new"
+    )
+    enum_min_errors: float = Field(5.0, gt=0, description="403/404 responses in 15 minutes before enumeration counts")
+    enum_errors_sat: float = Field(
+        30.0, gt=0, description="403/404 responses in 15 minutes giving the full enumeration signal"
+    )
+    enum_models_sat: int = Field(
+        5, ge=2, description="distinct models in those responses giving the full enumeration signal"
+    )
+    output_share_jump: float = Field(
+        40.0, gt=0, description="rise of the output share of tokens (percentage points) giving the full output signal"
+    )
+    fast_path_usd_per_min: float = Field(
+        25.0, gt=0, description="spend of one key in one minute that fires whatever the baseline (absolute limit)"
+    )
+    fast_path_score: float = Field(0.9, ge=0, le=1, description="minimum score of a fast-path finding")
+    weight_spend: float = Field(0.5, ge=0, le=1, description="weight of the spend-ratio signal")
+    weight_rate: float = Field(0.15, ge=0, le=1, description="weight of the request-rate signal")
+    weight_enumeration: float = Field(0.35, ge=0, le=1, description="weight of the model-enumeration signal")
+    weight_novelty: float = Field(0.35, ge=0, le=1, description="weight of the new-source signal")
+    weight_expensive: float = Field(0.15, ge=0, le=1, description="weight of the most-expensive-tier signal")
+    weight_output: float = Field(0.1, ge=0, le=1, description="weight of the output-share signal")
+    weight_off_hours: float = Field(0.15, ge=0, le=1, description="weight of the off-hours signal")
+    fire_score: float = Field(0.5, ge=0, le=1, description="score at which an incident opens")
+    clear_score: float = Field(0.3, ge=0, le=1, description="score below which an incident counts as quiet")
+    score_step: float = Field(0.1, gt=0, le=1, description="score rise that re-emits a firing incident")
+    risk_steps_usd_per_hour: tuple[float, ...] = Field(
+        (5.0, 50.0, 500.0, 5000.0), description="excess $/h steps; crossing one re-emits a firing incident"
+    )
+    resolve_quiet_s: float = Field(1800.0, gt=0, description="an incident resolves after this long without a hot score")
+    eval_every_s: float = Field(10.0, ge=0, description="minimum event time between two scorings of one hot key")
+    page_usd_per_hour: float = Field(50.0, ge=0, description="excess $/h from which a finding asks to page")
+    page_score: float = Field(0.75, ge=0, le=1, description="score from which a finding asks to page")
+    revoke_score: float = Field(
+        0.85, ge=0, le=1, description="score from which, with two independent signals, a finding suggests revoking"
+    )
+
+
+class KeyState(msgspec.Struct, array_like=True, gc=False):
+    """One API key. Times are event-time epoch seconds; shares are integer percent."""
+
+    moved: float
+    last: float = 0.0  # time the decayed sums were brought to
+    hour: int = 0  # absolute hour (t // 3600) being accumulated
+    h_spend: float = 0.0
+    h_reqs: int = 0
+    minute: int = 0
+    m_spend: float = 0.0
+    s15: float = 0.0  # spend, tau 15 min
+    s3h: float = 0.0  # spend, tau 3 h
+    r15: float = 0.0  # requests, tau 15 min
+    nr15: float = 0.0  # requests from novel sources, tau 15 min
+    ns3h: float = 0.0  # spend from novel sources, tau 3 h
+    err: float = 0.0  # 403/404 responses, tau 15 min
+    tried: int = 0  # 64-bit bloom of the models named by those responses
+    fx: int = 0  # recent share of calls on the most expensive tier (EW over ~5 calls)
+    ux: int = 0  # usual share (EW over hours)
+    fo: int = 0  # recent output share of tokens
+    uo: int = 0  # usual output share
+    kip: int = 0  # 64-bit bloom: source IPs known for this key
+    kapp: int = 0  # 64-bit bloom: user agents and models known for this key
+    pip: int = 0  # 32-bit bloom: IPs pending (new, not yet trusted)
+    papp: int = 0  # 32-bit bloom: user agents / models pending
+    pend_t: float = 0.0  # first time something became pending
+    folds: int = -1  # hours folded into the profile (-1: the partial first hour is still open)
+    rv: float = -1.0  # residual variance of hourly log spend (-1: none yet)
+    lcpr: float = 0.0  # EW log $ per request (0: unknown)
+    g15: float = _INF  # s15 above this opens the evaluation (inf: not judged yet)
+    g3h: float = _INF
+    gr15: float = _INF
+    hot_t: float = 0.0  # when the gates last opened (incident start estimate)
+    next_eval: float = 0.0
+    inc: int = 0  # 1 while an incident is open
+    prof: bytearray = msgspec.field(default_factory=lambda: bytearray(b"\x00\x80" * 24))
+
+
+class TenantState(msgspec.Struct, array_like=True, gc=False):
+    """One tenant: when it was first seen, the sources its keys use, its per-key seasonal baseline."""
+
+    moved: float
+    born: float = 0.0
+    bloom: bytearray = msgspec.field(default_factory=lambda: bytearray(_BLOOM_BYTES))
+    base: SeasonalBaseline | None = None
+
+
+class Incident(msgspec.Struct, kw_only=True):
+    """An open incident of one key: what was last reported, and what has been seen since it opened."""
+
+    tenant: str
+    first_seen: float
+    last_hot: float
+    last_ts: float
+    reported: float = 0.0
+    risk_step: int = 0
+    peak: float = 0.0
+    peak_risk: float = 0.0
+    spend: float = 0.0
+    events: int = 0
+    samples: list[str] = msgspec.field(default_factory=list)
+    new_ips: list[str] = msgspec.field(default_factory=list)
+    new_user_agents: list[str] = msgspec.field(default_factory=list)
+    models: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class SpendSpikeState(msgspec.Struct):
+    keys: dict[str, KeyState] = msgspec.field(default_factory=dict)
+    tenants: dict[str, TenantState] = msgspec.field(default_factory=dict)
+    open: dict[str, Incident] = msgspec.field(default_factory=dict)
+    population: SeasonalBaseline = msgspec.field(default_factory=new_baseline)
+    key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+    tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+
+
+def _bits64(s: str, seed: int) -> int:
+    """Two bits of 64 for ``s`` (a 2-hash Bloom filter entry); deterministic across processes."""
+    h = zlib.crc32(s.encode(), seed)
+    return (1 << (h & 63)) | (1 << ((h >> 6) & 63))
+
+
+def _fold32(bits: int) -> int:
+    """The pending-filter entry (32 bits) derived from a 64-bit entry."""
+    return (bits ^ (bits >> 32)) & _MASK32 or 1
+
+
+def _bloom_idx(s: str, seed: int) -> tuple[int, int]:
+    h = zlib.crc32(s.encode(), seed ^ _SEED_TENANT)
+    return h % _BLOOM_BITS, (h >> 11) % _BLOOM_BITS
+
+
+def _bloom_has(bloom: bytearray, s: str, seed: int) -> bool:
+    i, j = _bloom_idx(s, seed)
+    return bool(bloom[i >> 3] & (1 << (i & 7))) and bool(bloom[j >> 3] & (1 << (j & 7)))
+
+
+def _bloom_add(bloom: bytearray, s: str, seed: int) -> None:
+    i, j = _bloom_idx(s, seed)
+    bloom[i >> 3] |= 1 << (i & 7)
+    bloom[j >> 3] |= 1 << (j & 7)
+
+
+def _prof_get(prof: bytearray, hod: int) -> int:
+    return int.from_bytes(prof[2 * hod: 2 * hod + 2], "little", signed=True)
+
+
+def _prof_set(prof: bytearray, hod: int, x: float) -> None:
+    q = round(x * _Q)
+    q = -32767 if q < -32767 else (32767 if q > 32767 else q)
+    prof[2 * hod: 2 * hod + 2] = q.to_bytes(2, "little", signed=True)
+
+
+def _ramp(x: float) -> float:
+    return 0.0 if x <= 0.0 else (1.0 if x >= 1.0 else x)
+
+
+def _r(x: float, nd: int = 4) -> float:
+    return float(round(x, nd))
+
+
+@register
+class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
+    """An API key spending far above its own seasonal baseline, with the marks of a stolen key (LLMjacking).
+
+    Keyed per ``api_key_id``; baseline by hour of day/week in the tenant's
+    time zone with tenant and population priors; signals: spend and request
+    rate ratio, new source IP/user agent/model, model enumeration (403/404),
+    most expensive tier, output share, off-hours; an absolute $/minute fast
+    path. Maps to MITRE ATLAS AML.T0034 Cost Harvesting.
+    """
+
+    name: ClassVar[str] = "spend_spike"
+    Params: ClassVar[type[DetectorParams]] = SpendSpikeParams
+    State: ClassVar[type[msgspec.Struct]] = SpendSpikeState
+    description: ClassVar[str] = "API key spend far above its seasonal baseline (LLMjacking, low-and-slow)"
+
+    def __init__(self, params: SpendSpikeParams, context: Any, tenant_params: Any = None) -> None:
+        super().__init__(params, context, tenant_params)
+        # Memo of pure functions of strings (never part of the state): Bloom bits and price tier.
+        self._ip_bits: dict[str, int] = {}
+        self._app_bits: dict[str, int] = {}
+        self._model_info: dict[str, tuple[int, bool]] = {}
+
+    # -- hot path ---------------------------------------------------------------------------------
+
+    def update(self, event: UsageEvent) -> list[Finding] | None:
+        t: float = event.ts  # type: ignore[assignment]
+        key = event.api_key_id
+        st = self.state
+        ks = st.keys.get(key)
+        if ks is None or t - ks.moved > MOVE_EVERY:
+            ks = self._touch(event, key, t)
+        hour = int(t // 3600.0)
+        if hour > ks.hour:
+            self._roll(ks, event, hour, t)
+        cost = event.cost_usd
+        if cost is None:
+            cost = self.context.prices.resolve(event.model).cost(
+                event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
+            )
+        p: SpendSpikeParams = self.params if not self.tenant_params else self.params_for(event.tenant_id)
+
+        # Novelty of the source and the model, and the model's tier.
+        novel = 0
+        ip = event.source_ip
+        if ip is not None:
+            bits = self._ip_bits.get(ip)
+            if bits is None:
+                bits = self._memo(self._ip_bits, ip, _SEED_IP)
+            if ks.kip & bits != bits and self._unknown(ks, event, ip, bits, _SEED_IP, t, p):
+                novel = 1
+        ua = event.user_agent
+        if ua is not None:
+            bits = self._app_bits.get(ua)
+            if bits is None:
+                bits = self._memo(self._app_bits, ua, _SEED_UA)
+            if ks.kapp & bits != bits and self._unknown(ks, event, ua, bits, _SEED_UA, t, p):
+                novel |= 2
+        model = event.model
+        info = self._model_info.get(model)
+        if info is None:
+            info = self._model_memo(model)
+        mbits, top = info
+        if ks.kapp & mbits != mbits and self._unknown(ks, event, model, mbits, _SEED_MODEL, t, p):
+            novel |= 4
+
+        # Decayed windows; a late event is added with the weight of its age.
+        dt = t - ks.last
+        if dt > 0.0:
+            da = math.exp(dt * _INV_SHORT)
+            db = math.exp(dt * _INV_LONG)
+            ks.last = t
+            ks.s15 = ks.s15 * da + cost
+            ks.s3h = ks.s3h * db + cost
+            ks.r15 = ks.r15 * da + 1.0
+            nr = ks.nr15
+            if nr:
+                nr *= da
+                ks.nr15 = nr if nr > 1e-3 else 0.0
+            ns = ks.ns3h
+            if ns:
+                ns *= db
+                ks.ns3h = ns if ns > 1e-6 else 0.0
+            er = ks.err
+            if er:
+                er *= da
+                if er < 0.5:
+                    ks.err = 0.0
+                    ks.tried = 0
+                else:
+                    ks.err = er
+            wa = wb = 1.0
+        elif dt == 0.0:
+            ks.s15 += cost
+            ks.s3h += cost
+            ks.r15 += 1.0
+            wa = wb = 1.0
+        else:
+            wa = math.exp(-dt * _INV_SHORT)
+            wb = math.exp(-dt * _INV_LONG)
+            ks.s15 += cost * wa
+            ks.s3h += cost * wb
+            ks.r15 += wa
+        if novel:
+            ks.nr15 += wa
+            ks.ns3h += cost * wb
+        status = event.status
+        if status == 403 or status == 404:
+            ks.err += wa
+            ks.tried |= mbits
+        ks.h_spend += cost
+        ks.h_reqs += 1
+        minute = int(t // 60.0)
+        if minute != ks.minute:
+            if minute > ks.minute:
+                ks.minute = minute
+                ks.m_spend = cost
+        else:
+            ks.m_spend += cost
+        ks.fx += ((100 if top else 0) - ks.fx) // 5
+        out = event.output_tokens
+        ks.fo += (100 * out // (out + event.input_tokens + 1) - ks.fo) // 5
+
+        if ks.inc:
+            self._during(key, event, cost, novel)
+        elif not (ks.s15 > ks.g15 or ks.s3h > ks.g3h or ks.r15 > ks.gr15 or ks.err >= p.enum_min_errors
+                  or ks.m_spend >= p.fast_path_usd_per_min):
+            if ks.hot_t:
+                ks.hot_t = 0.0
+            return None
+        if not ks.hot_t:
+            ks.hot_t = t
+        if t < ks.next_eval and ks.m_spend < p.fast_path_usd_per_min:
+            return None
+        return self._evaluate(key, ks, event, t, p, novel)
+
+    # -- per key bookkeeping (cold) -----------------------------------------------------------
+
+    def _memo(self, memo: dict[str, int], s: str, seed: int) -> int:
+        bits = _bits64(s, seed)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[s] = bits
+        return bits
+
+    def _model_memo(self, model: str) -> tuple[int, bool]:
+        info = (_bits64(model, _SEED_MODEL), self.context.prices.resolve(model).tier == 0)
+        if len(self._model_info) >= _MEMO_LIMIT:
+            self._model_info.clear()
+        self._model_info[model] = info
+        return info
+
+    def _tenant_cap(self) -> int:
+        p = self.params
+        return p.max_tenants if p.max_tenants < p.max_keys else p.max_keys
+
+    def _touch(self, event: UsageEvent, key: str, t: float) -> KeyState:
+        st = self.state
+        existed = key in st.keys
+        ks = touch(st.keys, key, t, self._new_key, self.params.max_keys, st.key_stats)
+        if not existed:
+            tid = event.tenant_id
+            tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
+            if key in st.open:
+                ks.inc = 1
+            self._prepare(ks, tn, tid, ks.hour, self.params_for(tid))
+        return ks
+
+    @staticmethod
+    def _new_key(t: float) -> KeyState:
+        return KeyState(moved=t, last=t, hour=int(t // 3600.0), minute=int(t // 60.0))
+
+    def _unknown(self, ks: KeyState, event: UsageEvent, s: str, bits: int, seed: int, t: float,
+                 p: SpendSpikeParams) -> bool:
+        """``s`` is not in the key's known set: learn it, or mark it new. True if it counts as new."""
+        is_ip = seed == _SEED_IP
+        tn = self.state.tenants.get(event.tenant_id)
+        if tn is None or t - tn.born < p.tenant_warmup_s:
+            # Onboarding tenant: everything it does is its normal.
+            if tn is not None:
+                _bloom_add(tn.bloom, s, seed)
+            self._learn(ks, bits, is_ip)
+            return False
+        if _bloom_has(tn.bloom, s, seed):
+            # Known to the tenant (another key, a rotated key's sources).
+            self._learn(ks, bits, is_ip)
+            return False
+        pb = _fold32(bits)
+        pend = ks.pip if is_ip else ks.papp
+        if pend & pb == pb:
+            if t - ks.pend_t >= p.novelty_s and not ks.inc:
+                _bloom_add(tn.bloom, s, seed)
+                self._learn(ks, bits, is_ip)
+                return False
+            return True
+        if not (ks.pip or ks.papp):
+            ks.pend_t = t
+        if is_ip:
+            ks.pip |= pb
+        else:
+            ks.papp |= pb
+        return True
+
+    @staticmethod
+    def _learn(ks: KeyState, bits: int, is_ip: bool) -> None:
+        if is_ip:
+            ks.kip |= bits
+        else:
+            ks.kapp |= bits
+
+    def _roll(self, ks: KeyState, event: UsageEvent, hour: int, t: float) -> None:
+        """The key entered a new hour: fold the finished one (and idle ones) into the baselines."""
+        st = self.state
+        tid = event.tenant_id
+        p = self.params_for(tid)
+        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
+        first = ks.hour
+        n = hour - first
+        if n > p.max_fold_hours:
+            n = p.max_fold_hours
+        for i in range(n):
+            if i == 0:
+                self._fold(ks, tn, tid, first, ks.h_spend, ks.h_reqs, p)
+            else:
+                self._fold(ks, tn, tid, first + i, 0.0, 0, p)
+        ks.hour = hour
+        ks.h_spend = 0.0
+        ks.h_reqs = 0
+        if (ks.pip or ks.papp) and not ks.inc and t - ks.pend_t >= 2.0 * p.novelty_s:
+            ks.pip = ks.papp = 0  # stale pending entries; anything still in use re-enters
+        self._prepare(ks, tn, tid, hour, p)
+
+    def _fold(self, ks: KeyState, tn: TenantState, tid: str, h: int, spend: float, reqs: int,
+              p: SpendSpikeParams) -> None:
+        if ks.folds < 0:
+            ks.folds = 0  # the key's first hour was partial: not a fair observation
+            if reqs:
+                ks.ux = ks.fx
+                ks.uo = ks.fo
+            return
+        if ks.inc:
+            return  # frozen while an incident is open
+        how = self.context.calendar.hour_of_week(tid, h * 3600.0 + 1800.0)
+        x = math.log(spend + p.spend_floor_usd_per_h)
+        mu, _ = self._expect(ks, tn, how, p)
+        r = x - mu
+        if ks.rv < 0.0:
+            ks.rv = r * r
+        else:
+            ks.rv += alpha_for_half_life(p.variance_half_life_hours) * (r * r - ks.rv)
+        hod = how % 24
+        q = _prof_get(ks.prof, hod)
+        if q == _UNSET:
+            _prof_set(ks.prof, hod, x)
+        else:
+            n = ks.folds // 24 + 1
+            a = 1.0 / n
+            amin = alpha_for_half_life(p.key_half_life_days)
+            if a < amin:
+                a = amin
+            m = q / _Q
+            _prof_set(ks.prof, hod, m + a * (x - m))
+        ks.folds += 1
+        at = alpha_for_half_life(p.tenant_half_life_obs)
+        if tn.base is None:
+            tn.base = new_baseline()
+        baseline_update(tn.base, how, x, at)
+        baseline_update(self.state.population, how, x, at)
+        if reqs:
+            if spend > 0.0:
+                lc = math.log(spend / reqs)
+                ks.lcpr = lc if ks.lcpr == 0.0 else ks.lcpr + 0.1 * (lc - ks.lcpr)
+            ks.ux += (ks.fx - ks.ux) // 10
+            ks.uo += (ks.fo - ks.uo) // 10
+
+    def _expect(self, ks: KeyState, tn: TenantState | None, how: int, p: SpendSpikeParams) -> tuple[float, float]:
+        """Expected log hourly spend of the key at hour-of-week ``how``, and its variance."""
+        floor_x = math.log(p.spend_floor_usd_per_h)
+        pm, pv, _ = baseline_expect(self.state.population, how, floor_x, 4.0, 1.0, p.shrink)
+        base = tn.base if tn is not None else None
+        if base is not None:
+            pm, pv, _ = baseline_expect(base, how, pm, pv, 1.0, p.shrink)
+        q = _prof_get(ks.prof, how % 24)
+        if q == _UNSET:
+            return pm, pv
+        n = ks.folds // 24
+        if n < 1:
+            n = 1
+        w = n / (n + p.prior_days)
+        km = q / _Q
+        if base is not None:
+            km += baseline_week_effect(base, how, p.shrink)
+        kv = ks.rv if ks.rv >= 0.0 else pv
+        d = km - pm
+        return pm + w * d, w * kv + (1.0 - w) * pv + w * (1.0 - w) * d * d
+
+    def _baseline_now(self, ks: KeyState, tn: TenantState | None, tid: str, t: float,
+                      p: SpendSpikeParams) -> tuple[float, float, float]:
+        """Expected $/h (floor included) for the 15-minute and 3-hour windows, and the log-scale sd."""
+        how = self.context.calendar.hour_of_week(tid, t)
+        mus = [self._expect(ks, tn, how + k, p) for k in (-2, -1, 0, 1)]
+        e15 = math.exp(max(mus[1][0], mus[2][0], mus[3][0]))
+        e3h = (math.exp(mus[0][0]) + math.exp(mus[1][0]) + math.exp(mus[2][0])) / 3.0
+        sd = math.sqrt(mus[2][1])
+        sd = p.sd_floor if sd < p.sd_floor else (p.sd_cap if sd > p.sd_cap else sd)
+        return e15, e3h, sd
+
+    def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, p: SpendSpikeParams) -> None:
+        """Gates for this hour: the window sums above which the key is worth scoring."""
+        t = hour * 3600.0
+        if t - tn.born < p.tenant_warmup_s:
+            ks.g15 = ks.g3h = ks.gr15 = _INF
+            return
+        e15, e3h, sd = self._baseline_now(ks, tn, tid, t + 1800.0, p)
+        floor = p.spend_floor_usd_per_h
+        tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
+        k15 = math.exp(tol) * p.short_window_slack
+        ks.g15 = max(e15 * k15, e15 + p.min_excess_usd_per_h) - floor
+        ks.g15 /= _PER_H_SHORT
+        ks.g3h = (max(e3h * math.exp(tol), e3h + p.min_excess_usd_per_h) - floor) / _PER_H_LONG
+        if ks.lcpr != 0.0:
+            ereq = max(e15 - floor, 0.0) / math.exp(ks.lcpr)
+            ks.gr15 = max((ereq + 1.0) * k15 - 1.0, ereq + p.min_excess_requests_per_h) / _PER_H_SHORT
+        else:
+            ks.gr15 = _INF
+
+    # -- scoring (cold: only when a gate is open) -------------------------------------------------
+
+    def _evaluate(self, key: str, ks: KeyState, event: UsageEvent, t: float, p: SpendSpikeParams,
+                  novel: int) -> list[Finding] | None:
+        st = self.state
+        ks.next_eval = t + p.eval_every_s
+        tid = event.tenant_id
+        tn = st.tenants.get(tid)
+        warm = tn is not None and t - tn.born >= p.tenant_warmup_s
+        fast = ks.m_spend >= p.fast_path_usd_per_min
+        inc = st.open.get(key)
+        if not (warm or fast or inc is not None):
+            return None
+        floor = p.spend_floor_usd_per_h
+        e15, e3h, sd = self._baseline_now(ks, tn, tid, t, p)
+        tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
+        tol15 = tol + math.log(p.short_window_slack)
+        span = math.log(p.ratio_saturation / p.ratio_tolerance)
+
+        obs15 = ks.s15 * _PER_H_SHORT
+        obs3h = ks.s3h * _PER_H_LONG
+        ratio15 = (obs15 + floor) / e15
+        ratio3h = (obs3h + floor) / e3h
+        ex15 = obs15 + floor - e15
+        ex3h = obs3h + floor - e3h
+        s15 = _ramp((math.log(ratio15) - tol15) / span) if ex15 >= p.min_excess_usd_per_h else 0.0
+        s3h = _ramp((math.log(ratio3h) - tol) / span) if ex3h >= p.min_excess_usd_per_h else 0.0
+        if warm and (s15 > 0.0 or s3h > 0.0):
+            if s15 >= s3h:
+                s_spend, window, observed, expected, ratio, excess = s15, "15m", obs15, e15 - floor, ratio15, ex15
+            else:
+                s_spend, window, observed, expected, ratio, excess = s3h, "3h", obs3h, e3h - floor, ratio3h, ex3h
+        else:
+            s_spend = 0.0
+            if ratio15 >= ratio3h:
+                window, observed, expected, ratio, excess = "15m", obs15, e15 - floor, ratio15, ex15
+            else:
+                window, observed, expected, ratio, excess = "3h", obs3h, e3h - floor, ratio3h, ex3h
+        req_h = ks.r15 * _PER_H_SHORT
+        s_rate = 0.0
+        ereq = -1.0
+        if ks.lcpr != 0.0:
+            ereq = max(e15 - floor, 0.0) / math.exp(ks.lcpr)
+            if warm and req_h - ereq >= p.min_excess_requests_per_h:
+                s_rate = _ramp((math.log((req_h + 1.0) / (ereq + 1.0)) - tol15) / span)
+        errs = ks.err
+        distinct = ks.tried.bit_count() // 2
+        s_enum = 0.0
+        if warm and errs >= p.enum_min_errors:
+            s_enum = min(1.0, max(errs / p.enum_errors_sat, (distinct - 1) / (p.enum_models_sat - 1)))
+        gate = s_spend > 0.0 or s_rate > 0.0 or s_enum > 0.0
+        s_nov = s_exp = s_out = s_off = 0.0
+        off_hours = not self.context.calendar.is_business_hours(tid, t)
+        if gate:
+            if ks.r15 > 0.5:
+                s_nov = ks.nr15 / ks.r15
+            if ks.s3h > 0.0 and ks.ns3h / ks.s3h > s_nov:
+                s_nov = ks.ns3h / ks.s3h
+            s_nov = _ramp(s_nov)
+            if ks.fx > ks.ux:
+                s_exp = _ramp((ks.fx - ks.ux) / (100 - ks.ux))
+            if ks.fo > ks.uo:
+                s_out = _ramp((ks.fo - ks.uo) / p.output_share_jump)
+            s_off = 1.0 if off_hours else 0.0
+        signals: dict[str, float] = {}
+        for name, w, s in (
+            ("spend", p.weight_spend, s_spend), ("rate", p.weight_rate, s_rate),
+            ("enumeration", p.weight_enumeration, s_enum), ("novelty", p.weight_novelty, s_nov),
+            ("expensive_model", p.weight_expensive, s_exp), ("output_share", p.weight_output, s_out),
+            ("off_hours", p.weight_off_hours, s_off),
+        ):
+            if s > 0.0 and w > 0.0:
+                signals[name] = _r(w * s)
+        score = min(1.0, sum(signals.values()))
+        risk = excess if excess > 0.0 else 0.0
+        if fast:
+            fast_risk = ks.m_spend * 60.0 - expected
+            if fast_risk > risk:
+                risk = fast_risk
+            if score < p.fast_path_score:
+                signals["fast_path"] = _r(p.fast_path_score - score)
+                score = p.fast_path_score
+        score = _r(score)
+
+        if inc is None:
+            if score < p.fire_score or not (warm or fast):
+                return None
+            if len(st.open) >= p.max_keys:
+                return None  # bounded: a flood of incidents is itself visible through the open ones
+            first = ks.hot_t if 0.0 < ks.hot_t <= t else t
+            inc = Incident(tenant=tid, first_seen=first, last_hot=t, last_ts=t)
+            st.open[key] = inc
+            ks.inc = 1
+            self._during(key, event, 0.0, novel)
+        else:
+            if score >= p.clear_score:
+                inc.last_hot = t
+            step = sum(1 for s in p.risk_steps_usd_per_hour if risk >= s)
+            if not (score >= inc.reported + p.score_step or step > inc.risk_step):
+                if score > inc.peak:
+                    inc.peak = score
+                return None
+            if score < p.fire_score:
+                return None
+        inc.reported = score
+        inc.risk_step = sum(1 for s in p.risk_steps_usd_per_hour if risk >= s)
+        if score > inc.peak:
+            inc.peak = score
+        if risk > inc.peak_risk:
+            inc.peak_risk = risk
+        evidence: dict[str, Any] = {
+            "window": window,
+            "observed_usd_per_hour": _r(observed),
+            "baseline_usd_per_hour": _r(expected),
+            "ratio": _r(ratio, 2),
+            "excess_usd_per_hour": _r(excess),
+            "projected_usd_per_day": _r(observed * 24.0, 2),
+            "spend_15m_usd_per_hour": _r(obs15),
+            "spend_3h_usd_per_hour": _r(obs3h),
+            "baseline_15m_usd_per_hour": _r(e15 - floor),
+            "baseline_3h_usd_per_hour": _r(e3h - floor),
+            "tolerance_ratio": _r(math.exp(tol), 2),
+            "requests_per_hour": _r(req_h, 1),
+            "baseline_requests_per_hour": _r(ereq, 1) if ereq >= 0.0 else None,
+            "usd_last_minute": _r(ks.m_spend),
+            "fast_path_usd_per_min": p.fast_path_usd_per_min,
+            "errors_403_404_15m": _r(errs, 1),
+            "models_tried_in_errors": distinct,
+            "novel_request_share_15m": _r(ks.nr15 / ks.r15 if ks.r15 > 0.0 else 0.0, 3),
+            "novel_spend_share_3h": _r(ks.ns3h / ks.s3h if ks.s3h > 0.0 else 0.0, 3),
+            "new_ips": list(inc.new_ips),
+            "new_user_agents": list(inc.new_user_agents),
+            "top_models": _top_models(inc.models),
+            "expensive_tier_share_pct": ks.fx,
+            "usual_expensive_tier_share_pct": ks.ux,
+            "output_share_pct": ks.fo,
+            "usual_output_share_pct": ks.uo,
+            "off_hours": off_hours,
+            "local_time": self.context.calendar.local_iso(tid, t),
+            "baseline_hours": ks.folds if ks.folds > 0 else 0,
+            "tenant_warm": warm,
+        }
+        actions: list[Any] = ["notify"]
+        if risk >= p.page_usd_per_hour or score >= p.page_score:
+            actions.append("page")
+        independent = sum(1 for n in ("novelty", "enumeration", "expensive_model", "output_share") if n in signals)
+        if "spend" in signals or "rate" in signals or fast:
+            independent += 1
+        if score >= p.revoke_score and independent >= 2:
+            actions.append("revoke")
+        stolen_marks = any(n in signals for n in ("novelty", "enumeration", "expensive_model")) or fast
+        marks = [m for n, m in (("novelty", "from new sources"), ("enumeration", "probing models (403/404)"),
+                                ("expensive_model", "on the most expensive model")) if n in signals]
+        if "spend" in signals or "rate" in signals:
+            title = f"API key {key} spending {ratio:.1f}x its baseline" + (" " + ", ".join(marks) if marks else "")
+        elif fast:
+            title = f"API key {key} spent ${ks.m_spend:.2f} in one minute (limit ${p.fast_path_usd_per_min:g}/min)"
+        else:
+            title = f"API key {key} " + (", ".join(marks) if marks else "behaving unusually")
+        summary = (
+            f"{key} ({tid}) spends ${observed:.2f}/h over {window} vs ${expected:.2f}/h usual at this hour "
+            f"({ratio:.1f}x), projected ${observed * 24.0:.0f}/day"
+        )
+        if inc.new_ips:
+            summary += f"; new IPs {', '.join(inc.new_ips)}"
+        if off_hours:
+            summary += "; outside business hours"
+        return [
+            Finding(
+                detector=self.name,
+                entity_type="api_key",
+                entity_id=key,
+                tenant_id=tid,
+                ts=t,
+                first_seen=inc.first_seen,
+                score=score,
+                title=title,
+                evidence=evidence,
+                risk_usd_per_hour=_r(risk, 2),
+                summary=summary,
+                signals=signals,
+                api_key_id=key,
+                sample_event_ids=list(inc.samples),
+                attack=dict(_ATTACK) if stolen_marks else None,
+                actions=actions,
+            )
+        ]
+
+    def _during(self, key: str, event: UsageEvent, cost: float, novel: int) -> None:
+        """Per-event bookkeeping of an open incident (samples, new sources, models)."""
+        inc = self.state.open.get(key)
+        if inc is None:
+            return
+        inc.spend += cost
+        inc.events += 1
+        inc.last_ts = event.ts  # type: ignore[assignment]
+        if len(inc.samples) < _MAX_LISTED and (novel or len(inc.samples) < 2):
+            inc.samples.append(event.event_id)
+        if novel & 1 and event.source_ip is not None and event.source_ip not in inc.new_ips \
+                and len(inc.new_ips) < _MAX_LISTED:
+            inc.new_ips.append(event.source_ip)
+        if novel & 2 and event.user_agent is not None and event.user_agent not in inc.new_user_agents \
+                and len(inc.new_user_agents) < _MAX_LISTED:
+            inc.new_user_agents.append(event.user_agent)
+        models = inc.models
+        m = event.model
+        if m in models:
+            models[m] += cost
+        elif len(models) < 8:
+            models[m] = cost
+
+    # -- time ------------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Finding] | None:
+        st = self.state
+        out: list[Finding] | None = None
+        if st.open:
+            quiet = [k for k, inc in st.open.items()
+                     if now - inc.last_hot >= self.params_for(inc.tenant).resolve_quiet_s]
+            for key in quiet:
+                inc = st.open.pop(key)
+                ks = st.keys.get(key)
+                if ks is not None:
+                    _reset_after_incident(ks)
+                if out is None:
+                    out = []
+                out.append(
+                    Finding(
+                        detector=self.name,
+                        entity_type="api_key",
+                        entity_id=key,
+                        tenant_id=inc.tenant,
+                        ts=now,
+                        first_seen=inc.first_seen,
+                        score=inc.reported,
+                        title=f"API key {key} spend back to its baseline",
+                        evidence={
+                            "peak_score": inc.peak,
+                            "peak_excess_usd_per_hour": _r(inc.peak_risk, 2),
+                            "spend_during_incident_usd": _r(inc.spend, 2),
+                            "events_during_incident": inc.events,
+                            "duration_s": _r(inc.last_hot - inc.first_seen, 1),
+                            "new_ips": list(inc.new_ips),
+                            "new_user_agents": list(inc.new_user_agents),
+                            "top_models": _top_models(inc.models),
+                        },
+                        status="resolved",
+                        summary=f"no hot score for {self.params_for(inc.tenant).resolve_quiet_s:g}s",
+                        api_key_id=key,
+                        sample_event_ids=list(inc.samples),
+                    )
+                )
+        ttl = self.params.idle_ttl_s
+        expire_idle(st.keys, now, ttl, st.key_stats)
+        expire_idle(st.tenants, now, ttl, st.tenant_stats)
+        return out
+
+    # -- introspection ---------------------------------------------------------------------------------
+
+    def is_warm(self, key: str) -> bool:
+        """Whether ``key`` is judged against a baseline (its tenant is past warm-up)."""
+        ks = self.state.keys.get(key)
+        return ks is not None and ks.g15 != _INF
+
+    def tracked_keys(self) -> int:
+        return len(self.state.keys)
+
+    def evicted_keys(self) -> int:
+        return self.state.key_stats.evicted
+
+
+def _reset_after_incident(ks: KeyState) -> None:
+    """The incident is over: its spend was reported, its sources were never trusted; start the windows afresh."""
+    ks.inc = 0
+    ks.hot_t = 0.0
+    ks.pip = ks.papp = 0
+    ks.s15 = ks.s3h = ks.r15 = ks.nr15 = ks.ns3h = ks.err = ks.m_spend = 0.0
+    ks.tried = 0
+
+
+def _new_tenant(t: float) -> TenantState:
+    return TenantState(moved=t, born=t)
+
+
+def _top_models(models: dict[str, float]) -> list[list[Any]]:
+    ranked = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    return [[m, _r(c, 2)] for m, c in ranked]
