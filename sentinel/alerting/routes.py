@@ -105,5 +105,7 @@ class Router:
 
 
 def routes_or_default(routes: RoutesFile | None) -> RoutesFile:
-    """The operator's routes, or the built-in ones when ``routes.yaml`` has none."""
-    return routes if routes is not None and routes.routes else DEFAULT_ROUTES
+    """The operator's routes, or the built-in ones when there is no ``routes.yaml`` (nothing set in it)."""
+    if routes is None or not routes.model_fields_set:
+        return DEFAULT_ROUTES
+    return routes
