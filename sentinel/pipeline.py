@@ -98,6 +98,9 @@ class PipelineState(msgspec.Struct):
     pending: list[UsageEvent] = msgspec.field(default_factory=list)
     detectors: dict[str, bytes] = msgspec.field(default_factory=dict)
     book: bytes = b""
+    evicted_seen: int = 0
+    cardinality_since: float = 0.0
+    cardinality_last: float = 0.0
 
 
 @dataclass
@@ -137,6 +140,9 @@ class Pipeline:
         self._dedup_cur: set[str] = set()
         self._dedup_prev: set[str] = set()
         self._pending: list[UsageEvent] = []
+        self._evicted_seen = 0
+        self._cardinality_since = 0.0
+        self._cardinality_last = 0.0
         self._price_of: dict[str, tuple[float, float, float, float]] = {}
 
     # -- intake ---------------------------------------------------------------------------------
@@ -343,9 +349,44 @@ class Pipeline:
             got = det.tick(now)
             if got:
                 findings.extend(got)
+        card = self._cardinality(now)
+        if card is not None:
+            findings.append(card)
         if findings:
             alerts.extend(self._to_alerts(findings))
         alerts.extend(self.book.tick(now))
+
+    def _cardinality(self, now: float) -> Finding | None:
+        """One meta finding while detectors evict keys at their ``max_keys`` cap.
+
+        A flood of random api_key_ids (a cardinality attack, or a gateway bug) must
+        cost bounded memory and raise one alert, not a million: detectors evict
+        their least recently seen keys and count them; here the counts become one
+        incident that stays open while evictions continue.
+        """
+        by_det = {d.name: d.evicted_keys() for d in self.detectors}
+        evicted = sum(by_det.values())
+        if evicted <= self._evicted_seen:
+            return None
+        new = evicted - self._evicted_seen
+        self._evicted_seen = evicted
+        if now - self._cardinality_last >= self.rules.alerting.resolve_after_s:
+            self._cardinality_since = now  # a new incident: the previous one was resolved as quiet
+        self._cardinality_last = now
+        tracked = self.tracked_keys()
+        caps = {d.name: d.params.max_keys for d in self.detectors}
+        return Finding(
+            detector="cardinality", entity_type="tenant", entity_id="*", tenant_id="*", ts=now,
+            first_seen=self._cardinality_since, score=0.8,
+            title=f"key cardinality cap reached: {new:,} keys evicted in the last minute",
+            summary="Detectors are evicting their least recently seen keys; a flood of distinct ids "
+            "(api keys, sessions, tenants) is arriving. Memory stays bounded; detection for evicted "
+            "keys restarts from their priors.",
+            evidence={"evicted_last_tick": new, "evicted_total": evicted,
+                      "evicted_by_detector": {k: v for k, v in by_det.items() if v},
+                      "tracked_keys": tracked, "max_keys": caps},
+            signals={"evictions": 0.8}, actions=["notify"],
+        )
 
     def _to_alerts(self, findings: list[Finding]) -> list[Alert]:
         self.stats.findings += len(findings)
@@ -381,6 +422,9 @@ class Pipeline:
             pending=self._pending,
             detectors={d.name: d.snapshot() for d in self.detectors},
             book=self.book.snapshot(),
+            evicted_seen=self._evicted_seen,
+            cardinality_since=self._cardinality_since,
+            cardinality_last=self._cardinality_last,
         )
         return msgspec.msgpack.encode(state)
 
@@ -393,6 +437,9 @@ class Pipeline:
         self._dedup_cur = set(state.dedup_current)
         self._dedup_prev = set(state.dedup_previous)
         self._pending = state.pending
+        self._evicted_seen = state.evicted_seen
+        self._cardinality_since = state.cardinality_since
+        self._cardinality_last = state.cardinality_last
         for det in self.detectors:
             blob = state.detectors.get(det.name)
             if blob is not None:

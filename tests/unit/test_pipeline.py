@@ -182,3 +182,30 @@ def test_snapshot_restore_mid_stream_gives_identical_alerts() -> None:
         assert q.snapshot() == blob
         tail = feed_all(q, lines[cut:])
         assert [encode_alert(x) for x in head + tail] == [encode_alert(x) for x in full]
+
+
+def test_cardinality_flood_raises_one_alert_and_memory_stays_bounded() -> None:
+    import random
+
+    from detectors import registry
+
+    rules = load_rules(Path(__file__).resolve().parents[2] / "rules")
+    ctx = rules.context()
+    cap = 1_000
+    dets = [cls(cls.Params(max_keys=cap), ctx) for cls in registry.registered().values()]
+    p = Pipeline(rules, PipelineOptions(), detectors=dets)
+    rng = random.Random(3)
+    f = Factory("flood")
+    alerts = []
+    for b in range(40):  # 40 batches of 2,500 events with random key ids, over ~40 minutes
+        evs = [f.event(T0 + b * 60 + i * 0.02, api_key_id=f"key_rand_{rng.randrange(10**12)}",
+                       tenant_id=f"t_rand_{rng.randrange(10**9)}", session_id=f"s_{rng.randrange(10**12)}",
+                       request_id=f"r_{rng.randrange(10**12)}") for i in range(2_500)]
+        alerts.extend(p.feed(list(to_lines(evs)), "flood", range(len(evs))).alerts)
+    alerts.extend(p.drain())
+    card = [a for a in alerts if a.detector == "cardinality"]
+    assert card, "no cardinality alert"
+    assert len({a.alert_id for a in card}) == 1
+    assert all(n <= cap for n in p.tracked_keys().values()), p.tracked_keys()
+    assert card[0].evidence["evicted_total"] > 0
+    jsonschema.validate(json.loads(encode_alert(card[0])), SCHEMA)
