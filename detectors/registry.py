@@ -16,6 +16,8 @@ from detectors.base import Detector
 BUILTIN_MODULES: tuple[str, ...] = (
     "detectors.spend_spike",
     "detectors.quota_burn",
+    "detectors.runaway_loop",
+    "detectors.cache_collapse",
     "detectors.cross_tenant",
     "detectors.retry_storm",
     "detectors.cancellation_tax",
