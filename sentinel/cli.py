@@ -17,6 +17,7 @@ from sentinel import __version__
 COMMANDS: tuple[str, ...] = (
     "sentinel.commands.replay",
     "sentinel.commands.check_rules",
+    "sentinel.commands.run",
     "sentinel.commands.alerts",
 )
 

@@ -105,6 +105,23 @@ class SinksSettings(BaseModel):
     revoke_audit_path: Path = Path("sentinel-revoke-audit.jsonl")
 
 
+class DaemonSettings(BaseModel):
+    """``sentinel run``: the live daemon's idle handling, stop condition and retries."""
+
+    model_config = ConfigDict(frozen=True)
+
+    idle_after_s: float = Field(10.0, gt=0, description="a caught-up partition quiet this long (wall time) is "
+                                "advanced as below")
+    idle_advance: Literal["wall", "drain", "off"] = Field(
+        "wall", description="wall: move event time to the wall clock (releases buffered events, ticks, resolves "
+        "quiet incidents); drain: release buffered events only (output identical to replay); off: nothing")
+    exit_when_idle_s: float | None = Field(None, description="stop once every assigned partition is caught up and "
+                                           "quiet this long (demo, batch runs); unset = run until SIGTERM")
+    retry_initial_s: float = Field(0.5, gt=0, description="first backoff after a broker/Redis/sink failure")
+    retry_max_s: float = Field(30.0, gt=0, description="backoff ceiling")
+    client_id: str = "sentinel"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTINEL_", env_nested_delimiter="__", frozen=True)
 
@@ -120,6 +137,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     state: StateSettings = StateSettings()
     sinks: SinksSettings = SinksSettings()
+    alerts_file: Path | None = Field(None, description="sentinel run: also append every alert version here (JSONL)")
+    daemon: DaemonSettings = DaemonSettings()
 
     def resolved_rules_dir(self) -> Path | None:
         if self.rules_dir is not None:

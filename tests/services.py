@@ -21,16 +21,20 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 __all__ = [
     "Service",
+    "consume_all",
+    "create_topic",
     "free_port",
     "kafka_bootstrap",
+    "produce_lines",
     "redis_url",
     "start_redis",
     "start_rsyslog",
@@ -300,3 +304,64 @@ def syslog_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         yield ("127.0.0.1", svc.port, Path(svc.extra["received"]))
     finally:
         svc.stop()
+
+
+# -- Kafka helpers for integration tests ----------------------------------------------------------
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
+    """Create a topic explicitly (Tansu auto-creates with 4 partitions on first use otherwise)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def produce_lines(bootstrap: str, topic: str, lines: Sequence[bytes], keys: Sequence[bytes | None] | None = None,
+                  ) -> dict[int, int]:
+    """Produce raw values (key = ``keys[i]``); returns partition -> end offset (last offset + 1).
+
+    The end comes from the producer's record metadata, not from ``end_offsets()`` (wrong on Tansu).
+    """
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1,
+                             enable_idempotence=False)
+    try:
+        futures = [producer.send(topic, value=v, key=keys[i] if keys else None) for i, v in enumerate(lines)]
+        producer.flush(60)
+        ends: dict[int, int] = {}
+        for f in futures:
+            md = f.get(timeout=60)
+            ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
+        return ends
+    finally:
+        producer.close(5)
+
+
+def consume_all(bootstrap: str, topic: str, timeout_s: float = 10.0, min_records: int = 0) -> list[Any]:
+    """Every record of a topic, read with ``assign`` until each partition's high watermark is reached."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                out.extend(records)
+            done = all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw for tp in tps)
+            if done and len(out) >= min_records:
+                break
+        return out
+    finally:
+        consumer.close(autocommit=False)
