@@ -41,7 +41,7 @@ from pydantic import Field
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
 from detectors.registry import register
-from detectors.stats import Ewm, alpha_for_half_life, ewm_update
+from detectors.stats import alpha_for_half_life
 from sentinel.events import UsageEvent
 
 _MAX_SAMPLES = 5
@@ -86,13 +86,16 @@ class FeatureState(msgspec.Struct, array_like=True, gc=False):
     """Per tenant x feature: the current window's sums and the two baselines."""
 
     moved: float
-    win: int = -1
+    win_end: float = 0.0
     w_n: int = 0
     w_cn: int = 0
     w_cost: float = 0.0
     w_ccost: float = 0.0
-    share: Ewm = msgspec.field(default_factory=Ewm)
-    spend: Ewm = msgspec.field(default_factory=Ewm)
+    # baselines over past windows (flat: this is per key): EW means of the cancelled share of spend
+    # and of the cancelled $/day, and how many windows fed them
+    base_share: float = 0.0
+    base_spend: float = 0.0
+    n_base: int = 0
     inc: Incident | None = None
 
 
@@ -135,26 +138,34 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
                  tenant_params: Mapping[str, CancellationTaxParams] | None = None) -> None:
         super().__init__(params, context, tenant_params)
         self._alpha = alpha_for_half_life(params.half_life_windows)
+        # Read per event: kept as plain attributes (pydantic attribute reads are slow).
+        self._window_s = params.window_s
+        self._window_tenant = {tid: tp.window_s for tid, tp in self.tenant_params.items()}
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         t: float = event.ts  # type: ignore[assignment]
         st = self.state
         tenant = event.tenant_id
-        tp = self.tenant_params
-        p: CancellationTaxParams = tp.get(tenant, self.params) if tp else self.params
         feature = event.feature
-        key = tenant + "|" + (feature if feature is not None else "")
-        fs = st.features
-        s = fs.get(key)
+        key = f"{tenant}|{feature}" if feature is not None else tenant + "|"
+        s = st.features.get(key)
         if s is None or t - s.moved > MOVE_EVERY:
-            s = touch(fs, key, t, _new_feature, self.params.max_keys, st.stats)
-        w = int(t // p.window_s)
-        if w > s.win:
+            s = touch(st.features, key, t, _new_feature, self.params.max_keys, st.stats)
+        if t >= s.win_end:
+            tw = self._window_tenant
+            window_s = tw.get(tenant, self._window_s) if tw else self._window_s
             if s.w_n >= _MIN_BASELINE_ATTEMPTS and s.inc is None:
-                a = self._alpha
-                ewm_update(s.share, s.w_ccost / s.w_cost if s.w_cost > 0.0 else 0.0, a)
-                ewm_update(s.spend, s.w_ccost * 86400.0 / p.window_s, a)
-            s.win = w
+                share = s.w_ccost / s.w_cost if s.w_cost > 0.0 else 0.0
+                spend = s.w_ccost * 86400.0 / window_s
+                if s.n_base == 0:
+                    s.base_share = share
+                    s.base_spend = spend
+                else:
+                    a = self._alpha
+                    s.base_share += a * (share - s.base_share)
+                    s.base_spend += a * (spend - s.base_spend)
+                s.n_base += 1
+            s.win_end = (t // window_s + 1.0) * window_s
             s.w_n = s.w_cn = 0
             s.w_cost = s.w_ccost = 0.0
         cost = event.cost_usd
@@ -172,12 +183,13 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
             inc.lost_usd += cost
             inc.cancelled += 1
             inc.cancelled_output_tokens += event.output_tokens
-        if s.w_cn < p.min_cancelled or s.w_n < p.min_attempts or s.share.n < p.warm_windows or s.w_cost <= 0.0:
+        p = self.params_for(tenant)
+        if s.w_cn < p.min_cancelled or s.w_n < p.min_attempts or s.n_base < p.warm_windows or s.w_cost <= 0.0:
             return None
         share = s.w_ccost / s.w_cost
-        base_share = s.share.mean
+        base_share = s.base_share
         usd_day = s.w_ccost * 86400.0 / p.window_s
-        base_usd = s.spend.mean
+        base_usd = s.base_spend
         if not (share >= p.share_jump_ratio * base_share and share - base_share >= p.min_share_excess
                 and usd_day >= p.min_usd_per_day and usd_day >= p.spend_jump_ratio * base_usd
                 and _binomial_z(share, base_share, s.w_n) >= p.z_min):
@@ -224,7 +236,7 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
             out.append({
                 "feature": feature or None,
                 "usd_per_day": round(s.w_ccost * 86400.0 / p.window_s, 4),
-                "baseline_usd_per_day": round(s.spend.mean, 4),
+                "baseline_usd_per_day": round(s.base_spend, 4),
                 "cancelled_share": round(s.w_ccost / s.w_cost, 4) if s.w_cost > 0 else 0.0,
                 "lost_usd_since_first_seen": round(s.inc.lost_usd, 6),
             })
@@ -257,7 +269,7 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
             "cancelled_since_first_seen": inc.cancelled,
             "cancelled_output_tokens_since_first_seen": inc.cancelled_output_tokens,
             "features_involved": involved,
-            "baseline_windows": s.share.n,
+            "baseline_windows": s.n_base,
         }
         names = ", ".join(str(f["feature"]) for f in involved) or (feature or "(no feature)")
         return Finding(
@@ -287,10 +299,10 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
                     continue
                 share = s.w_ccost / s.w_cost if s.w_cost > 0 else 0.0
                 usd_day = s.w_ccost * 86400.0 / p.window_s
-                score, signals = self._score(share, s.share.mean, usd_day, p)
+                score, signals = self._score(share, s.base_share, usd_day, p)
                 out = out or []
-                out.append(self._finding(key, s, inc, now, score, signals, p, "resolved", share, s.share.mean,
-                                         usd_day, s.spend.mean))
+                out.append(self._finding(key, s, inc, now, score, signals, p, "resolved", share, s.base_share,
+                                         usd_day, s.base_spend))
             for key in done:
                 del st.open[key]
                 s = st.features.get(key)
@@ -301,7 +313,7 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
 
     def is_warm(self, key: str) -> bool:
         s = self.state.features.get(key)
-        return s is not None and s.share.n >= self.params_for(split_key(key)[0]).warm_windows
+        return s is not None and s.n_base >= self.params_for(split_key(key)[0]).warm_windows
 
     def tracked_keys(self) -> int:
         return len(self.state.features)

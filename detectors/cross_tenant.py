@@ -139,7 +139,7 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
 
     moved: float
     home: str = ""
-    win: int = -1
+    win_end: float = 0.0
     win_n: int = 0
     win_rare: int = 0
     base_rare: float = 0.0
@@ -152,7 +152,7 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
 
     moved: float
     home: str = ""
-    others: list[str] = msgspec.field(default_factory=list)
+    others: tuple[str, ...] = ()
     inc: Incident | None = None
 
 
@@ -163,7 +163,7 @@ class ShapeState(msgspec.Struct, array_like=True, gc=False):
     owner: str = ""
     since: float = 0.0
     n: int = 0
-    others: list[str] = msgspec.field(default_factory=list)
+    others: tuple[str, ...] = ()
     pub: int = _PUB_NO
     sent: int = 0
 
@@ -181,6 +181,27 @@ class CrossTenantState(msgspec.Struct):
     shape_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     outbox_dropped: int = 0
     now: float = 0.0
+
+
+class _Hot(msgspec.Struct, frozen=True, gc=False):
+    """The parameters the hot path reads, as plain struct fields."""
+
+    window_s: float
+    rare_uses: int
+    min_rare: int
+    min_share: float
+    ratio: float
+    warm_windows: int
+    private_min_events: int
+    private_min_age_s: float
+    fanout_min_tenants: int
+    exempt_allowed_resource: bool
+
+    @classmethod
+    def of(cls, p: CrossTenantParams) -> _Hot:
+        return cls(p.probe_window_s, p.probe_rare_uses, p.probe_min_rare, p.probe_min_share, p.probe_ratio,
+                   p.warm_windows, p.private_min_events, p.private_min_age_s, p.fanout_min_tenants,
+                   p.exempt_allowed_resource)
 
 
 def _new_key(t: float) -> KeyState:
@@ -217,6 +238,9 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         self._cap_keys = max(1, m // 4)
         self._cap_users = max(1, m // 4)
         self._cap_shapes = max(1, m - 2 * (m // 4))
+        # The parameters read per event, copied into a struct (pydantic attribute reads are slow).
+        self._hot = _Hot.of(params)
+        self._hot_tenant = {tid: _Hot.of(tp) for tid, tp in self.tenant_params.items()}
 
     # -- hot path -----------------------------------------------------------------------------
 
@@ -229,8 +253,8 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         st = self.state
         if t > st.now:
             st.now = t
-        tp = self.tenant_params
-        p: CrossTenantParams = tp.get(tenant, self.params) if tp else self.params
+        ht = self._hot_tenant
+        h = ht.get(tenant, self._hot) if ht else self._hot
         out: list[Finding] | None = None
 
         key_id = event.api_key_id
@@ -245,68 +269,67 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         leak_owner: str | None = None
         shape = event.prompt_shape
         if shape is not None:
-            shapes = st.shapes
-            sh = shapes.get(shape)
+            sh = st.shapes.get(shape)
             if sh is None or t - sh.moved > MOVE_EVERY:
-                sh = touch(shapes, shape, t, _new_shape, self._cap_shapes, st.shape_stats)
+                sh = touch(st.shapes, shape, t, _new_shape, self._cap_shapes, st.shape_stats)
                 if not sh.owner:
                     sh.owner = tenant
                     sh.since = t
                     self._queue(shape)
             n = sh.n
-            rare = n < p.probe_rare_uses
+            sh.n = n + 1
+            if n < h.rare_uses:
+                rare = True
             if sh.owner != tenant:
                 others = sh.others
                 if tenant not in others:
                     if not others and (sh.pub != _PUB_NO or (
-                            n >= p.private_min_events and t - sh.since >= p.private_min_age_s)):
+                            n >= h.private_min_events and t - sh.since >= h.private_min_age_s)):
                         leak_owner = sh.owner
                     if len(others) < _MAX_OTHERS:
-                        others.append(tenant)
+                        sh.others = (*others, tenant)
                         self._queue(shape)
-            elif sh.pub == _PUB_NO and n + 1 >= p.private_min_events and t - sh.since >= p.private_min_age_s \
+            elif sh.pub == _PUB_NO and n + 1 >= h.private_min_events and t - sh.since >= h.private_min_age_s \
                     and not sh.others:
                 sh.pub = _PUB_DUE
                 self._queue(shape)
-            sh.n = n + 1
 
         # Rare-shape windows of the key (probing).
         probing = False
-        w = int(t // p.probe_window_s)
-        if w > k.win:
+        if t >= k.win_end:
             if k.win_n >= _MIN_PROBE_WINDOW_EVENTS:
                 share = k.win_rare / k.win_n
                 k.base_rare = share if k.n_win == 0 else k.base_rare + _BASE_ALPHA * (share - k.base_rare)
                 k.n_win += 1
-            k.win = w
+            k.win_end = (t // h.window_s + 1.0) * h.window_s
             k.win_n = 0
             k.win_rare = 0
         k.win_n += 1
         if rare:
             k.win_rare += 1
-            if k.win_rare >= p.probe_min_rare and k.n_win >= p.warm_windows:
+            if k.win_rare >= h.min_rare and k.n_win >= h.warm_windows:
                 share = k.win_rare / k.win_n
-                probing = share >= p.probe_min_share and share >= p.probe_ratio * k.base_rare
+                probing = share >= h.min_share and share >= h.ratio * k.base_rare
 
         res = event.resource_tenant_id
-        foreign = res is not None and res != tenant and not (p.exempt_allowed_resource and res in allowed)
+        foreign = res is not None and res != tenant and not (h.exempt_allowed_resource and res in allowed)
         if foreign or leak_owner is not None or probing:
-            f = self._key_evidence(event, k, p, t, res if foreign else None, shape, leak_owner, probing)
+            f = self._key_evidence(event, k, self.params_for(tenant), t, res if foreign else None, shape,
+                                   leak_owner, probing)
             if f is not None:
                 out = [f]
 
         uid = event.user_id
         if uid is not None:
-            users = st.users
-            u = users.get(uid)
+            u = st.users.get(uid)
             if u is None or t - u.moved > MOVE_EVERY:
-                u = touch(users, uid, t, _new_user, self._cap_users, st.user_stats)
+                u = touch(st.users, uid, t, _new_user, self._cap_users, st.user_stats)
                 if not u.home:
                     u.home = tenant
             if u.home != tenant and tenant not in u.others and len(u.others) < _MAX_VICTIMS:
-                u.others.append(tenant)
-                if 1 + len(u.others) >= p.fanout_min_tenants:
-                    f = self._user_evidence(event, uid, u, p, t)
+                u.others = (*u.others, tenant)
+                if 1 + len(u.others) >= h.fanout_min_tenants:
+                    f = self._user_evidence(event, uid, u, self.params_for(tenant), t)
                     if f is not None:
                         if out is None:
                             out = [f]
@@ -557,7 +580,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                 sh.owner = tenants[0]
                 sh.pub = _PUB_DONE
                 sh.n = max(p.private_min_events, p.probe_rare_uses)
-                sh.others = tenants[1:1 + _MAX_OTHERS]
+                sh.others = tuple(tenants[1:1 + _MAX_OTHERS])
                 sh.sent = len(sh.others)
                 continue
             new = [g for g in tenants if g != sh.owner and g not in sh.others]
@@ -577,7 +600,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
             if room <= 0:
                 continue
             new = new[:room]
-            sh.others[sh.sent:sh.sent] = new
+            sh.others = (*sh.others[:sh.sent], *new, *sh.others[sh.sent:])
             sh.sent += len(new)
 
     # -- contract -------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from pydantic import Field
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
 from detectors.registry import register
-from detectors.stats import Ewm, alpha_for_half_life, ewm_update, ewm_z
+from detectors.stats import alpha_for_half_life
 from sentinel.events import UsageEvent
 
 _MAX_STATUSES = 8  # distinct failure status codes counted per window
@@ -92,27 +92,36 @@ class FeatureKeyState(msgspec.Struct, array_like=True, gc=False):
 
     moved: float
     tenant: str = ""
-    win: int = -1
+    win_end: float = 0.0
     w_att: int = 0
     w_req: int = 0
     w_retry: int = 0
     w_rcost: float = 0.0
     w_cost: float = 0.0
     w_max: int = 0
-    w_status: list[int] = msgspec.field(default_factory=list)  # flat [status, count, ...]
-    amp: Ewm = msgspec.field(default_factory=Ewm)
-    rcost: Ewm = msgspec.field(default_factory=Ewm)
+    w_status: list[int] | None = None  # flat [status, count, ...] of failed attempts, made on the first
+    # baselines over past windows (flat, not nested structs: this is per key): EW mean and variance
+    # of the amplification, EW mean of the retry $/day, and how many windows fed them
+    amp_mean: float = 0.0
+    amp_var: float = 0.0
+    rcost_mean: float = 0.0
+    n_base: int = 0
     inc: Incident | None = None
 
 
-class RequestState(msgspec.Struct, array_like=True, gc=False):
-    moved: float
-    n: int = 0
+class _Hot(msgspec.Struct, frozen=True, gc=False):
+    """The parameters the hot path reads, as plain struct fields (pydantic attribute reads are slow)."""
+
+    window_s: float
+    min_requests: int
 
 
 class RetryStormState(msgspec.Struct):
     keys: dict[str, FeatureKeyState] = msgspec.field(default_factory=dict)
-    requests: dict[str, RequestState] = msgspec.field(default_factory=dict)
+    # request_id -> event time of its first attempt, in first-seen order (expired from the front)
+    requests: dict[str, float] = msgspec.field(default_factory=dict)
+    # request_id -> attempts seen, for request ids seen more than once (a subset of ``requests``)
+    retries: dict[str, int] = msgspec.field(default_factory=dict)
     open: dict[str, int] = msgspec.field(default_factory=dict)
     key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     request_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
@@ -120,10 +129,6 @@ class RetryStormState(msgspec.Struct):
 
 def _new_key(t: float) -> FeatureKeyState:
     return FeatureKeyState(t)
-
-
-def _new_request(t: float) -> RequestState:
-    return RequestState(t)
 
 
 def _count_status(flat: list[int], status: int, n: int = 1) -> None:
@@ -139,6 +144,11 @@ def _count_status(flat: list[int], status: int, n: int = 1) -> None:
 def _status_dict(flat: list[int]) -> dict[str, int]:
     pairs = sorted(zip(flat[0::2], flat[1::2], strict=True), key=lambda p: (-p[1], p[0]))
     return {str(s): n for s, n in pairs}
+
+
+def _z(x: float, mean: float, var: float, floor_std: float) -> float:
+    std = math.sqrt(var) if var > 0.0 else 0.0
+    return (x - mean) / (std if std > floor_std else floor_std)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -167,6 +177,8 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         self._cap_keys = max(1, m // 2)
         self._cap_requests = max(1, m - m // 2)
         self._alpha = alpha_for_half_life(params.half_life_windows)
+        self._hot = _Hot(params.window_s, params.min_requests)
+        self._hot_tenant = {tid: _Hot(tp.window_s, tp.min_requests) for tid, tp in self.tenant_params.items()}
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         t: float = event.ts  # type: ignore[assignment]
@@ -178,31 +190,34 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             n_att = attempt
         else:
             reqs = st.requests
-            r = reqs.get(rid)
-            if r is None:
-                r = touch(reqs, rid, t, _new_request, self._cap_requests, st.request_stats)
-                new_request = r.n == 0
-            else:
+            if rid in reqs:
                 new_request = False
-            r.n += 1
-            n_att = r.n if r.n > attempt else attempt
+                retries = st.retries
+                n_att = retries.get(rid, 1) + 1
+                retries[rid] = n_att
+                if attempt > n_att:
+                    n_att = attempt
+            else:
+                reqs[rid] = t
+                if len(reqs) > self._cap_requests:
+                    self._evict_requests()
+                new_request = True
+                n_att = attempt
         retried = not new_request or attempt > 1
 
         tenant = event.tenant_id
-        tp = self.tenant_params
-        p: RetryStormParams = tp.get(tenant, self.params) if tp else self.params
+        ht = self._hot_tenant
+        h = ht.get(tenant, self._hot) if ht else self._hot
         feature = event.feature
-        key = event.api_key_id + "|" + (feature if feature is not None else "")
-        keys = st.keys
-        k = keys.get(key)
+        key = f"{event.api_key_id}|{feature}" if feature is not None else event.api_key_id + "|"
+        k = st.keys.get(key)
         if k is None or t - k.moved > MOVE_EVERY:
-            k = touch(keys, key, t, _new_key, self._cap_keys, st.key_stats)
+            k = touch(st.keys, key, t, _new_key, self._cap_keys, st.key_stats)
             if not k.tenant:
                 k.tenant = tenant
-        w = int(t // p.window_s)
-        if w > k.win:
-            self._close_window(k, p)
-            k.win = w
+        if t >= k.win_end:
+            self._close_window(k, h.window_s)
+            k.win_end = (t // h.window_s + 1.0) * h.window_s
         k.w_att += 1
         if new_request:
             k.w_req += 1
@@ -213,6 +228,8 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         k.w_cost += cost
         status = event.status
         if status >= 400:
+            if k.w_status is None:
+                k.w_status = []
             _count_status(k.w_status, status)
             if k.inc is not None:
                 _count_status(k.inc.statuses, status)
@@ -226,29 +243,56 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         if inc is not None:
             inc.retry_usd += cost
             inc.retried += 1
-        if k.w_req < p.min_requests:
+        if k.w_req < h.min_requests:
             return None
-        return self._judge(key, k, p, t, event)
+        return self._judge(key, k, self.params_for(tenant), t, event)
 
-    def _close_window(self, k: FeatureKeyState, p: RetryStormParams) -> None:
+    def _evict_requests(self) -> None:
+        """Drop the oldest request ids past the cap (the dict is in first-seen order)."""
+        st = self.state
+        reqs = st.requests
+        retries = st.retries
+        # Evict a little more than needed so that a full map does not pay this on every new request.
+        excess = len(reqs) - self._cap_requests + self._cap_requests // 64
+        victims = []
+        for rid in reqs:
+            victims.append(rid)
+            if len(victims) >= excess:
+                break
+        for rid in victims:
+            del reqs[rid]
+            retries.pop(rid, None)
+        st.request_stats.evicted += len(victims)
+
+    def _close_window(self, k: FeatureKeyState, window_s: float) -> None:
         if k.w_req >= _MIN_BASELINE_REQUESTS and k.inc is None:
             a = self._alpha
-            ewm_update(k.amp, k.w_att / k.w_req, a)
-            ewm_update(k.rcost, k.w_rcost * 86400.0 / p.window_s, a)
+            amp = k.w_att / k.w_req
+            rcost = k.w_rcost * 86400.0 / window_s
+            if k.n_base == 0:
+                k.amp_mean = amp
+                k.rcost_mean = rcost
+            else:  # West (1979) / Finch (2009) eq. 143-144, as detectors.stats.ewm_update
+                diff = amp - k.amp_mean
+                incr = a * diff
+                k.amp_mean += incr
+                k.amp_var = (1.0 - a) * (k.amp_var + diff * incr)
+                k.rcost_mean += a * (rcost - k.rcost_mean)
+            k.n_base += 1
         k.w_att = k.w_req = k.w_retry = k.w_max = 0
         k.w_rcost = k.w_cost = 0.0
-        if k.w_status:
-            k.w_status = []
+        if k.w_status is not None:
+            k.w_status = None
 
     def _judge(self, key: str, k: FeatureKeyState, p: RetryStormParams, t: float,
                ev: UsageEvent) -> list[Finding] | None:
         amp = k.w_att / k.w_req
-        warm = k.amp.n >= p.warm_windows
-        base = k.amp.mean if warm and k.amp.mean > 1.0 else 1.0
+        warm = k.n_base >= p.warm_windows
+        base = k.amp_mean if warm and k.amp_mean > 1.0 else 1.0
         rcost_day = k.w_rcost * 86400.0 / p.window_s
-        base_cost = k.rcost.mean if warm else 0.0
+        base_cost = k.rcost_mean if warm else 0.0
         if warm:
-            amp_jump = amp - base >= p.min_excess and ewm_z(k.amp, amp, p.floor_std) >= p.z_min
+            amp_jump = amp - base >= p.min_excess and _z(amp, k.amp_mean, k.amp_var, p.floor_std) >= p.z_min
             cost_jump = (k.w_retry >= p.min_retried and rcost_day >= p.min_retry_usd_per_day
                          and rcost_day >= p.cost_jump_ratio * base_cost)
         else:
@@ -262,7 +306,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             if score < p.min_score:
                 return None
             inc = k.inc = Incident(first_seen=t, last_t=t)
-            inc.statuses = list(k.w_status)
+            inc.statuses = list(k.w_status or ())
             inc.retry_usd = k.w_rcost
             inc.retried = k.w_retry
             self.state.open[key] = 1
@@ -317,7 +361,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             "retry_usd_since_first_seen": round(inc.retry_usd, 6),
             "retried_attempts_since_first_seen": inc.retried,
             "status_counts": codes,
-            "baseline_windows": k.amp.n,
+            "baseline_windows": k.n_base,
         }
         return Finding(
             detector=self.name, entity_type="feature", entity_id=key, tenant_id=k.tenant, ts=t,
@@ -347,23 +391,38 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
                 if not inc.score:  # never emitted: nothing to resolve
                     continue
                 amp = k.w_att / k.w_req if k.w_req else 1.0
-                base = k.amp.mean if k.amp.n >= p.warm_windows and k.amp.mean > 1.0 else 1.0
+                base = k.amp_mean if k.n_base >= p.warm_windows and k.amp_mean > 1.0 else 1.0
                 rcost_day = k.w_rcost * 86400.0 / p.window_s
                 share = k.w_retry / k.w_att if k.w_att else 0.0
                 score, signals = self._score(max(amp, base), base, share, rcost_day, p)
                 f = self._finding(key, k, inc, now, score, signals, p, "resolved", amp, base, rcost_day,
-                                  k.rcost.mean)
+                                  k.rcost_mean)
                 out = out or []
                 out.append(f)
             for key in done:
                 del st.open[key]
-        expire_idle(st.requests, now, self.params.request_ttl_s, st.request_stats)
+        self._expire_requests(now - self.params.request_ttl_s)
         expire_idle(st.keys, now, self.params.idle_ttl_s, st.key_stats)
         return out
 
+    def _expire_requests(self, limit: float) -> None:
+        st = self.state
+        reqs = st.requests
+        retries = st.retries
+        victims = []
+        for rid, first in reqs.items():
+            # First-seen order is time order up to the allowed lateness: stop at the first young one.
+            if first >= limit:
+                break
+            victims.append(rid)
+        for rid in victims:
+            del reqs[rid]
+            retries.pop(rid, None)
+        st.request_stats.expired += len(victims)
+
     def is_warm(self, key: str) -> bool:
         k = self.state.keys.get(key)
-        return k is not None and k.amp.n >= self.params_for(k.tenant).warm_windows
+        return k is not None and k.n_base >= self.params_for(k.tenant).warm_windows
 
     def tracked_keys(self) -> int:
         return len(self.state.keys) + len(self.state.requests)
