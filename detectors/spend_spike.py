@@ -89,6 +89,8 @@ _INV_LONG: Final = -1.0 / _TAU_LONG
 # decayed sum -> rate per hour
 _PER_H_SHORT: Final = 3600.0 / _TAU_SHORT
 _PER_H_LONG: Final = 3600.0 / _TAU_LONG
+# Decay of the 3 h kernel over one hour, and the weight of one hour at a constant rate.
+_HOUR_DECAY_LONG: Final = math.exp(-3600.0 / _TAU_LONG)
 # Hour-of-day profile: 24 little-endian int16 of x * _Q; _UNSET marks an empty bucket.
 _Q: Final = 1024.0
 _UNSET: Final = -32768
@@ -106,7 +108,7 @@ _MAX_LISTED: Final = 5
 
 class SpendSpikeParams(DetectorParams):
     tenant_warmup_s: float = Field(
-        86400.0, ge=0, description="a tenant seen for less than this is onboarding: only the fast path may fire"
+        3 * 86400.0, ge=0, description="a tenant seen for less than this is onboarding: only the fast path may fire"
     )
     max_tenants: int = Field(10_000, ge=1, description="cap on tenants with a baseline (also capped by max_keys)")
     spend_floor_usd_per_h: float = Field(
@@ -191,6 +193,7 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     m_spend: float = 0.0
     s15: float = 0.0  # spend, tau 15 min
     s3h: float = 0.0  # spend, tau 3 h
+    x3h: float = 0.0  # expected spend through the same 3 h kernel, at the start of ``hour``
     r15: float = 0.0  # requests, tau 15 min
     nr15: float = 0.0  # requests from novel sources, tau 15 min
     ns3h: float = 0.0  # spend from novel sources, tau 3 h
@@ -206,7 +209,7 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     papp: int = 0  # 32-bit bloom: user agents / models pending
     pend_t: float = 0.0  # first time something became pending
     folds: int = -1  # hours folded into the profile (-1: the partial first hour is still open)
-    rv: float = -1.0  # residual variance of hourly log spend (-1: none yet)
+    rv: float = -1.0  # variance of hourly log spend around the key's own profile (-1: none yet)
     lcpr: float = 0.0  # EW log $ per request (0: unknown)
     g15: float = _INF  # s15 above this opens the evaluation (inf: not judged yet)
     g3h: float = _INF
@@ -214,6 +217,8 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     hot_t: float = 0.0  # when the gates last opened (incident start estimate)
     next_eval: float = 0.0
     inc: int = 0  # 1 while an incident is open
+    new_ip: str | None = None  # the last new source IP / user agent (evidence for an incident)
+    new_ua: str | None = None
     prof: bytearray = msgspec.field(default_factory=lambda: bytearray(b"\x00\x80" * 24))
 
 
@@ -498,8 +503,11 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             ks.pend_t = t
         if is_ip:
             ks.pip |= pb
+            ks.new_ip = s
         else:
             ks.papp |= pb
+            if seed == _SEED_UA:
+                ks.new_ua = s
         return True
 
     @staticmethod
@@ -516,23 +524,32 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         p = self.params_for(tid)
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
         first = ks.hour
-        n = hour - first
-        if n > p.max_fold_hours:
-            n = p.max_fold_hours
-        for i in range(n):
-            if i == 0:
-                self._fold(ks, tn, tid, first, ks.h_spend, ks.h_reqs, p)
-            else:
-                self._fold(ks, tn, tid, first + i, 0.0, 0, p)
+        self._fold(ks, tn, tid, first, ks.h_spend, ks.h_reqs, p)
+        # Idle hours fold as zero spend; after a long absence only the most recent ones.
+        idle_from = first + 1
+        if hour - idle_from > p.max_fold_hours - 1:
+            skipped = hour - idle_from - (p.max_fold_hours - 1)
+            ks.x3h *= math.exp(-3600.0 * skipped / _TAU_LONG)
+            idle_from += skipped
+        for h in range(idle_from, hour):
+            self._fold(ks, tn, tid, h, 0.0, 0, p)
         ks.hour = hour
         ks.h_spend = 0.0
         ks.h_reqs = 0
         if (ks.pip or ks.papp) and not ks.inc and t - ks.pend_t >= 2.0 * p.novelty_s:
             ks.pip = ks.papp = 0  # stale pending entries; anything still in use re-enters
+            ks.new_ip = ks.new_ua = None
         self._prepare(ks, tn, tid, hour, p)
 
     def _fold(self, ks: KeyState, tn: TenantState, tid: str, h: int, spend: float, reqs: int,
               p: SpendSpikeParams) -> None:
+        """Hour ``h`` of the key is over: advance the expected 3 h window, learn from the hour."""
+        floor = p.spend_floor_usd_per_h
+        how = self.context.calendar.hour_of_week(tid, h * 3600.0 + 1800.0)
+        mu, _ = self._expect(ks, tn, how, p)
+        expected = math.exp(mu) - floor
+        ks.x3h = ks.x3h * _HOUR_DECAY_LONG + (expected if expected > 0.0 else 0.0) / _PER_H_LONG * (
+            1.0 - _HOUR_DECAY_LONG)
         if ks.folds < 0:
             ks.folds = 0  # the key's first hour was partial: not a fair observation
             if reqs:
@@ -541,26 +558,22 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             return
         if ks.inc:
             return  # frozen while an incident is open
-        how = self.context.calendar.hour_of_week(tid, h * 3600.0 + 1800.0)
-        x = math.log(spend + p.spend_floor_usd_per_h)
-        mu, _ = self._expect(ks, tn, how, p)
-        r = x - mu
-        if ks.rv < 0.0:
-            ks.rv = r * r
-        else:
-            ks.rv += alpha_for_half_life(p.variance_half_life_hours) * (r * r - ks.rv)
+        x = math.log(spend + floor)
         hod = how % 24
         q = _prof_get(ks.prof, hod)
         if q == _UNSET:
             _prof_set(ks.prof, hod, x)
         else:
-            n = ks.folds // 24 + 1
-            a = 1.0 / n
-            amin = alpha_for_half_life(p.key_half_life_days)
-            if a < amin:
-                a = amin
             m = q / _Q
-            _prof_set(ks.prof, hod, m + a * (x - m))
+            # The key's own day-to-day variability at the same hour (running mean first, then EW).
+            r = x - m
+            k = ks.folds - 23
+            a = 1.0 / k if k > 1 else 1.0
+            amin = alpha_for_half_life(p.variance_half_life_hours)
+            ks.rv = r * r if ks.rv < 0.0 else ks.rv + (a if a > amin else amin) * (r * r - ks.rv)
+            a = 1.0 / (ks.folds // 24 + 1)
+            amin = alpha_for_half_life(p.key_half_life_days)
+            _prof_set(ks.prof, hod, m + (a if a > amin else amin) * r)
         ks.folds += 1
         at = alpha_for_half_life(p.tenant_half_life_obs)
         if tn.base is None:
@@ -597,14 +610,30 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
 
     def _baseline_now(self, ks: KeyState, tn: TenantState | None, tid: str, t: float,
                       p: SpendSpikeParams) -> tuple[float, float, float]:
-        """Expected $/h (floor included) for the 15-minute and 3-hour windows, and the log-scale sd."""
+        """Expected $/h (floor included) for the 15-minute window and for this hour, and the log-scale sd.
+
+        The 15-minute window is held to the highest expectation of the hour and
+        its neighbours, so that a job starting a few minutes early is no spike.
+        """
         how = self.context.calendar.hour_of_week(tid, t)
-        mus = [self._expect(ks, tn, how + k, p) for k in (-2, -1, 0, 1)]
-        e15 = math.exp(max(mus[1][0], mus[2][0], mus[3][0]))
-        e3h = (math.exp(mus[0][0]) + math.exp(mus[1][0]) + math.exp(mus[2][0])) / 3.0
-        sd = math.sqrt(mus[2][1])
+        prev = self._expect(ks, tn, how - 1, p)[0]
+        mu, var = self._expect(ks, tn, how, p)
+        nxt = self._expect(ks, tn, how + 1, p)[0]
+        sd = math.sqrt(var)
         sd = p.sd_floor if sd < p.sd_floor else (p.sd_cap if sd > p.sd_cap else sd)
-        return e15, e3h, sd
+        return math.exp(max(prev, mu, nxt)), math.exp(mu), sd
+
+    @staticmethod
+    def _expected_3h(ks: KeyState, t: float, e_now: float, floor: float) -> float:
+        """Expected $/h through the 3 h kernel at ``t`` (floor included), comparable to ``s3h``."""
+        dt = t - ks.hour * 3600.0
+        rate = e_now - floor
+        if rate < 0.0:
+            rate = 0.0
+        if dt <= 0.0:
+            return ks.x3h * _PER_H_LONG + floor
+        d = math.exp(-dt / _TAU_LONG)
+        return (ks.x3h * d) * _PER_H_LONG + rate * (1.0 - d) + floor
 
     def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, p: SpendSpikeParams) -> None:
         """Gates for this hour: the window sums above which the key is worth scoring."""
@@ -612,8 +641,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if t - tn.born < p.tenant_warmup_s:
             ks.g15 = ks.g3h = ks.gr15 = _INF
             return
-        e15, e3h, sd = self._baseline_now(ks, tn, tid, t + 1800.0, p)
+        e15, e_now, sd = self._baseline_now(ks, tn, tid, t + 1800.0, p)
         floor = p.spend_floor_usd_per_h
+        # The expected 3 h sum moves monotonically within the hour: gate on its lower end.
+        e3h = min(self._expected_3h(ks, t, e_now, floor), self._expected_3h(ks, t + 3600.0, e_now, floor))
         tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
         k15 = math.exp(tol) * p.short_window_slack
         ks.g15 = max(e15 * k15, e15 + p.min_excess_usd_per_h) - floor
@@ -639,7 +670,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if not (warm or fast or inc is not None):
             return None
         floor = p.spend_floor_usd_per_h
-        e15, e3h, sd = self._baseline_now(ks, tn, tid, t, p)
+        e15, e_now, sd = self._baseline_now(ks, tn, tid, t, p)
+        e3h = self._expected_3h(ks, t, e_now, floor)
         tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
         tol15 = tol + math.log(p.short_window_slack)
         span = math.log(p.ratio_saturation / p.ratio_tolerance)
@@ -716,6 +748,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 return None  # bounded: a flood of incidents is itself visible through the open ones
             first = ks.hot_t if 0.0 < ks.hot_t <= t else t
             inc = Incident(tenant=tid, first_seen=first, last_hot=t, last_ts=t)
+            if ks.new_ip is not None and (ks.nr15 > 0.0 or ks.ns3h > 0.0):
+                inc.new_ips.append(ks.new_ip)
+            if ks.new_ua is not None and (ks.nr15 > 0.0 or ks.ns3h > 0.0):
+                inc.new_user_agents.append(ks.new_ua)
             st.open[key] = inc
             ks.inc = 1
             self._during(key, event, 0.0, novel)
@@ -901,6 +937,7 @@ def _reset_after_incident(ks: KeyState) -> None:
     ks.inc = 0
     ks.hot_t = 0.0
     ks.pip = ks.papp = 0
+    ks.new_ip = ks.new_ua = None
     ks.s15 = ks.s3h = ks.r15 = ks.nr15 = ks.ns3h = ks.err = ks.m_spend = 0.0
     ks.tried = 0
 

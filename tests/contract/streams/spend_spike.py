@@ -1,8 +1,8 @@
 """Firing stream for spend_spike: a stolen key used at night from a new address, over benign traffic.
 
-Two days of background; on Tuesday 01:30 UTC (off-hours) ``key_alpha_1`` is
-probed from a new IP (404s on six model names), then used for an hour to call
-the most expensive model with long outputs.
+Four and a half days of background (the tenants' warm-up is three); on Friday
+01:30 UTC (off-hours) ``key_alpha_1`` is probed from a new IP (404s on six model
+names), then used for an hour to call the most expensive model with long outputs.
 """
 
 from __future__ import annotations
@@ -48,4 +48,4 @@ def attack(start: float, minutes: float = 60.0, api_key: str = "key_alpha_1", te
 
 
 def firing_stream() -> list[UsageEvent]:
-    return merge(background(days=2.0, seed=3), attack(T0 + DAY + 1.5 * HOUR))
+    return merge(background(days=4.5, seed=3), attack(T0 + 4 * DAY + 1.5 * HOUR))
