@@ -19,6 +19,8 @@ COMMANDS: tuple[str, ...] = (
     "sentinel.commands.check_rules",
     "sentinel.commands.run",
     "sentinel.commands.alerts",
+    "sentinel.commands.silence",
+    "sentinel.commands.unrevoke",
 )
 
 
