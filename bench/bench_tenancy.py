@@ -18,11 +18,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors import registry  # noqa: E402
-from detectors.base import Detector  # noqa: E402
-from sentinel.events import UsageEvent  # noqa: E402
-from sentinel.rules import load_rules  # noqa: E402
-from tests.synth import T0, Factory, background  # noqa: E402
+from detectors import registry
+from detectors.base import Detector
+from sentinel.events import UsageEvent
+from sentinel.rules import load_rules
+from tests.synth import T0, Factory, background
 
 NAMES = ("cross_tenant", "retry_storm", "cancellation_tax")
 

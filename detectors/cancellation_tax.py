@@ -14,8 +14,10 @@ windows (West 1979; see :mod:`detectors.stats`):
 It alerts when, in the current window (``min_attempts`` attempts and
 ``min_cancelled`` cancelled ones at least), the cancelled share jumps
 (``share_jump_ratio`` times its baseline, ``min_share_excess`` above it, and
-``z_min`` binomial standard deviations above it, so that a handful of stops
-in a quiet window is not a jump) *and* the cancelled spend rate is at least
+unlikely under the baseline share: the Chernoff-Hoeffding bound
+exp(-n KL(share || baseline)) over the window's n attempts is at most
+``max_p_value`` (Hoeffding 1963), so that a handful of stops in a quiet
+window, looked at after every stop, is not a jump) *and* the cancelled spend rate is at least
 ``min_usd_per_day`` and ``spend_jump_ratio`` times its baseline. A feature
 is judged only once its baselines are warm (``warm_windows`` windows with
 traffic); there is no absolute evidence here, so nothing fires before.
@@ -61,8 +63,9 @@ class CancellationTaxParams(DetectorParams):
     min_usd_per_day: float = Field(5.0, ge=0, description="a cancelled spend rate below this never alerts")
     min_cancelled: int = Field(
         10, ge=1, description="cancelled attempts a window needs before it is judged (small counts are noise)")
-    z_min: float = Field(
-        4.0, gt=0, description="binomial standard score of the window's cancelled share against the baseline share")
+    max_p_value: float = Field(
+        1e-4, gt=0, lt=1, description="Chernoff bound on the chance of the window's cancelled share under the "
+        "baseline share must be below this (about one false look per 10k windows)")
     warm_windows: int = Field(8, ge=1, description="windows with traffic before the baselines are trusted (2 h)")
     half_life_windows: float = Field(96.0, gt=0, description="baseline half-life in windows (1 day of 15-min windows)")
     resolve_after_s: float = Field(3600.0, gt=0, description="an incident with no triggering window this long resolves")
@@ -91,6 +94,7 @@ class FeatureState(msgspec.Struct, array_like=True, gc=False):
     w_cn: int = 0
     w_cost: float = 0.0
     w_ccost: float = 0.0
+    w_cout: int = 0  # output tokens billed on cancelled attempts
     # baselines over past windows (flat: this is per key): EW means of the cancelled share of spend
     # and of the cancelled $/day, and how many windows fed them
     base_share: float = 0.0
@@ -109,10 +113,22 @@ def _new_feature(t: float) -> FeatureState:
     return FeatureState(t)
 
 
-def _binomial_z(share: float, base: float, n: int) -> float:
-    """Standard score of a share observed over ``n`` attempts against a base rate (floored at 1%)."""
+def _p_value_bound(share: float, base: float, n: int) -> float:
+    """Chernoff-Hoeffding bound on P(share >= observed) over ``n`` attempts at the base rate (floored at 1%).
+
+    P(X/n >= q) <= exp(-n KL(q || p)) for q > p (Hoeffding 1963, Theorem 1).
+
+    >>> round(_p_value_bound(0.5, 0.035, 20), 12) < 1e-8
+    True
+    >>> 1e-3 < _p_value_bound(0.2252, 0.064, 45) < 1e-2
+    True
+    """
     p0 = base if base > 0.01 else 0.01
-    return (share - p0) / math.sqrt(p0 * (1.0 - p0) / n)
+    q = share if share < 1.0 - 1e-12 else 1.0 - 1e-12
+    if q <= p0 or n <= 0:
+        return 1.0
+    kl = q * math.log(q / p0) + (1.0 - q) * math.log((1.0 - q) / (1.0 - p0))
+    return math.exp(-n * kl)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -166,7 +182,7 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
                     s.base_spend += a * (spend - s.base_spend)
                 s.n_base += 1
             s.win_end = (t // window_s + 1.0) * window_s
-            s.w_n = s.w_cn = 0
+            s.w_n = s.w_cn = s.w_cout = 0
             s.w_cost = s.w_ccost = 0.0
         cost = event.cost_usd
         if cost is None:
@@ -178,6 +194,7 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
             return None
         s.w_cn += 1
         s.w_ccost += cost
+        s.w_cout += event.output_tokens
         inc = s.inc
         if inc is not None:
             inc.lost_usd += cost
@@ -192,14 +209,14 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
         base_usd = s.base_spend
         if not (share >= p.share_jump_ratio * base_share and share - base_share >= p.min_share_excess
                 and usd_day >= p.min_usd_per_day and usd_day >= p.spend_jump_ratio * base_usd
-                and _binomial_z(share, base_share, s.w_n) >= p.z_min):
+                and _p_value_bound(share, base_share, s.w_n) <= p.max_p_value):
             return None
         score, signals = self._score(share, base_share, usd_day, p)
         if inc is None:
             if score < p.min_score:
                 return None
             inc = s.inc = Incident(first_seen=t, last_t=t, lost_usd=s.w_ccost, cancelled=s.w_cn,
-                                   cancelled_output_tokens=event.output_tokens)
+                                   cancelled_output_tokens=s.w_cout)
             st.open[key] = 1
         elif t > inc.last_t:
             inc.last_t = t
@@ -259,12 +276,13 @@ class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
             "excess_usd_per_day": round(lost_day, 4),
             "cancelled_share": round(share, 4),
             "baseline_cancelled_share": round(base_share, 4),
-            "share_z": round(_binomial_z(share, base_share, s.w_n), 2) if s.w_n else 0.0,
+            "p_value_bound": float(f"{_p_value_bound(share, base_share, s.w_n):.3g}") if s.w_n else 1.0,
             "peak_cancelled_share": round(inc.peak_share, 4),
             "window_s": p.window_s,
             "attempts_in_window": s.w_n,
             "cancelled_in_window": s.w_cn,
             "cancelled_usd_in_window": round(s.w_ccost, 6),
+            "cancelled_output_tokens_in_window": s.w_cout,
             "lost_usd_since_first_seen": round(inc.lost_usd, 6),
             "cancelled_since_first_seen": inc.cancelled,
             "cancelled_output_tokens_since_first_seen": inc.cancelled_output_tokens,
