@@ -135,6 +135,15 @@ class _StateCache:
         if len(self._recs) > self.size:
             self._recs.popitem(last=False)
 
+    def prefetch(self, sinks: Iterable[str], alert_ids: Sequence[str]) -> None:
+        """Load the records of a batch in one round trip per sink (absent ones cached as None)."""
+        for sink in sinks:
+            missing = [a for a in alert_ids if (sink, a) not in self._recs]
+            if missing:
+                found = self.outbox.notify_records(sink, missing)
+                for a in missing:
+                    self.put(sink, a, found.get(a))
+
     def forget(self, sink: str, alert_id: str) -> None:
         self._recs.pop((sink, alert_id), None)
 
@@ -240,6 +249,7 @@ class Delivery:
             return 0
         with self._plan_lock:
             now = self.clock()
+            self._state.prefetch(self.notifiers, [a.alert_id for a in alerts])
             notes: list[Notification] = []
             for a in alerts:
                 planned = self.plan(a, now)

@@ -79,6 +79,10 @@ class Outbox(Protocol):
         ...
 
     def notify_record(self, sink: str, alert_id: str) -> NotifyRecord | None: ...
+    def notify_records(self, sink: str, alert_ids: Sequence[str]) -> dict[str, NotifyRecord]:
+        """The records that exist among ``alert_ids`` (one round trip)."""
+        ...
+
     def cooldown_since(self, sink: str, entity_key: str) -> float | None: ...
     def head(self, sink: str, limit: int) -> list[Entry]: ...
     def ack(self, sink: str, ids: Sequence[str]) -> None: ...
@@ -184,6 +188,18 @@ class SqliteOutbox:
                                    (sink, alert_id)).fetchone()
         return _rec_dec.decode(row[0]) if row else None
 
+    def notify_records(self, sink: str, alert_ids: Sequence[str]) -> dict[str, NotifyRecord]:
+        out: dict[str, NotifyRecord] = {}
+        ids = list(dict.fromkeys(alert_ids))
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows = self._db.execute(
+                    f"SELECT alert_id, record FROM notify_state WHERE sink = ? AND alert_id IN "
+                    f"({','.join('?' * len(chunk))})", (sink, *chunk)).fetchall()
+                out.update((str(r[0]), _rec_dec.decode(r[1])) for r in rows)
+        return out
+
     def cooldown_since(self, sink: str, entity_key: str) -> float | None:
         with self._lock:
             row = self._db.execute("SELECT event_at FROM cooldown WHERE sink = ? AND entity_key = ?",
@@ -198,7 +214,10 @@ class SqliteOutbox:
 
     def ack(self, sink: str, ids: Sequence[str]) -> None:
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE id = ? AND sink = ?", [(int(i), sink) for i in ids])
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")  # one commit (one fsync) for the batch
+            db.executemany("DELETE FROM outbox WHERE id = ? AND sink = ?", [(int(i), sink) for i in ids])
+            db.execute("COMMIT")
 
     def failed(self, sink: str, ids: Sequence[str]) -> list[int]:
         with self._lock:
@@ -326,6 +345,13 @@ class RedisOutbox:
     def notify_record(self, sink: str, alert_id: str) -> NotifyRecord | None:
         raw = self.client.get(f"{self.prefix}:nstate:{sink}:{alert_id}")
         return _rec_dec.decode(raw) if raw is not None else None
+
+    def notify_records(self, sink: str, alert_ids: Sequence[str]) -> dict[str, NotifyRecord]:
+        ids = list(dict.fromkeys(alert_ids))
+        if not ids:
+            return {}
+        raws = self.client.mget([f"{self.prefix}:nstate:{sink}:{a}" for a in ids])
+        return {a: _rec_dec.decode(r) for a, r in zip(ids, raws, strict=True) if r is not None}
 
     def cooldown_since(self, sink: str, entity_key: str) -> float | None:
         raw = self.client.get(f"{self.prefix}:cool:{sink}:{entity_key}")
