@@ -20,8 +20,8 @@ credibility weight ``n / (n + shrink)`` (Bühlmann 1967, "Experience rating
 and credibility"; the empirical-Bayes partial pooling of Gelman & Hill 2007,
 ch. 12), so the expectation moves smoothly from "what hours like this look
 like everywhere" to "what this hour of the week looks like" as history
-accumulates. The blended variance is the mixture variance (each layer's
-variance plus the spread of the layer means).
+accumulates. The variance is blended with the same weights (a young bucket,
+whose own variance is still unknown, borrows the spread of the layer below).
 
 Each bucket's mean/variance follows the EW recurrences of West (1979) and
 Finch (2009, "Incremental calculation of weighted mean and variance",
@@ -125,15 +125,11 @@ def baseline_update(b: SeasonalBaseline, how: int, x: float, min_alpha: float = 
 
 
 def _blend(m1: float, v1: float, n1: float, m0: float, v0: float, shrink: float) -> tuple[float, float]:
-    """Credibility blend of a bucket (``n1`` observations) with the layer below.
-
-    The result is the mixture of the two with weight ``n1 / (n1 + shrink)``.
-    """
+    """Credibility blend of a bucket (``n1`` observations) with the layer below, weight ``n1 / (n1 + shrink)``."""
     if n1 <= 0:
         return m0, v0
     w = n1 / (n1 + shrink)
-    d = m1 - m0
-    return m0 + w * d, w * v1 + (1.0 - w) * v0 + w * (1.0 - w) * d * d
+    return m0 + w * (m1 - m0), w * v1 + (1.0 - w) * v0
 
 
 def baseline_expect(b: SeasonalBaseline, how: int, prior_mean: float = 0.0, prior_var: float = 1.0,
