@@ -305,3 +305,16 @@ def test_budget_removed_from_rules_is_dropped() -> None:
     again.restore(det.snapshot())
     again.tick(T0 + 2 * HOUR)
     assert again.tracked_keys() == 0
+
+
+def test_rules_file_lists_every_parameter_at_its_default() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from sentinel.rules import load_rules
+
+    path = Path(__file__).resolve().parents[2] / "rules"
+    data = yaml.safe_load((path / "detectors" / "quota_burn.yaml").read_text())
+    assert set(QuotaBurnParams.model_fields) <= set(data)
+    assert load_rules(path).detectors["quota_burn"].params == QuotaBurnParams()

@@ -411,3 +411,16 @@ def test_snapshot_restore_mid_incident_continues_identically() -> None:
     tail = run(b, events[cut:], tick)
     enc = msgspec.json.encode
     assert [enc(f) for f in head + tail] == [enc(f) for f in full]
+
+
+def test_rules_file_lists_every_parameter_at_its_default() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from sentinel.rules import load_rules
+
+    path = Path(__file__).resolve().parents[2] / "rules"
+    data = yaml.safe_load((path / "detectors" / "spend_spike.yaml").read_text())
+    assert set(SpendSpikeParams.model_fields) <= set(data)
+    assert load_rules(path).detectors["spend_spike"].params == SpendSpikeParams()
