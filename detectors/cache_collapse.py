@@ -352,16 +352,18 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 return None
             return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4)},
                                   "recovered")
-        inc = self.state.incidents.get(ikey)
-        if inc is not None and t - inc.first_seen > p.max_incident_s:
+        since = drop.since if drop.since > 0.0 else t
+        if t - since > p.max_incident_s:
             # Down for days: this is the new normal. Relearn from the current level.
             st.drop = None
             st.base_in = st.fast_in
             st.base_cached = st.fast_cached
-            del self.state.incidents[ikey]
+            inc = self.state.incidents.pop(ikey, None)
+            if inc is None:
+                return None
             return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4)},
                                   "accepted_as_new_baseline")
-        since = drop.since if drop.since > 0.0 else t
+        inc = self.state.incidents.get(ikey)
         duration = t - since
         if x < p.min_abs_drop or (inc is None and (duration < p.min_duration_s or s < p.cusum_h)):
             return None

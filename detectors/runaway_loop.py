@@ -22,8 +22,11 @@ ends a run. Each run keeps O(1) statistics, folded in as turns arrive:
   per turn x turns per hour) until the tenant's next business-hours start,
   log-scaled against ``cost_full_usd``.
 
-The score is the weighted sum of these signals (weights are parameters, each
-signal's contribution is reported). A run is only judged once it is warm
+The score is the weighted sum of these signals, the non-periodic ones scaled
+by the periodicity signal: one template, growing context and a late hour are
+what a person chatting at night shows too, so they only count in proportion
+to machine pacing (weights are parameters; each signal's contribution is
+reported and they sum to the score). A run is only judged once it is warm
 (``min_turns``), has been machine-paced for ``min_steady_s``, its gap CV is
 at most ``max_cv`` and ``min_at_risk_usd`` dollars are at stake; a run
 without a session must also show context growth, since a sequential batch
@@ -33,7 +36,9 @@ Scheduled agents: every finished run of an agent (tenant + prompt shape)
 folds its cost into a small per-agent baseline. Once ``min_runs`` runs are
 known and their cost is consistent (CV <= ``max_run_cost_cv``), a run that
 has cost at most ``run_cost_factor`` x the typical run is a scheduled run,
-not a runaway; it fires once it goes past that.
+not a runaway; it fires once it goes past that, and such a run is kept out
+of the baseline. An agent's first ``min_runs`` long runs are judged like any
+other session: there is no history yet to call them routine.
 
 An incident opens with one finding, emits again when the score rises by
 ``score_step`` or the spent cost grows ``cost_step``-fold, and resolves when
@@ -71,9 +76,9 @@ class RunawayLoopParams(DetectorParams):
     min_steady_s: float = Field(600.0, gt=0, description="machine-paced time (no human-paced gap) before a run fires")
     steady_full_s: float = Field(1800.0, gt=0, description="machine-paced time that gives the full steadiness signal")
     quiet_s: float = Field(900.0, gt=0, description="a gap this long ends a run; a firing run resolves after it")
-    max_cv: float = Field(0.5, gt=0, description="gap coefficient of variation above which a run is not periodic")
-    full_cv: float = Field(0.1, ge=0, description="gap coefficient of variation at or below which periodicity is full")
-    irregular_ratio: float = Field(3.0, gt=1, description="a gap this many times longer/shorter than the mean is human")
+    max_cv: float = Field(0.45, gt=0, description="gap coefficient of variation above which a run is not periodic")
+    full_cv: float = Field(0.2, ge=0, description="gap coefficient of variation at or below which periodicity is full")
+    irregular_ratio: float = Field(2.5, gt=1, description="a gap this many times longer/shorter than the mean is human")
     gap_half_life_turns: float = Field(10.0, gt=0, description="half-life, in turns, of the gap mean and variance")
     min_growth_fallback: float = Field(
         0.5, ge=0, le=1, description="growth signal a run without session_id needs (batch workers don't grow context)"
@@ -320,13 +325,16 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             if consistent and st.cost <= p.run_cost_factor * typical:
                 return None  # a scheduled run within its usual cost
         steady_s = t - st.start
+        periodic = _clamp((p.max_cv - cv) / max(p.max_cv - p.full_cv, 1e-9))
+        # The other signals are what a late human chat shows too (one template, growing context, night):
+        # they count in proportion to the machine pacing.
         signals = {
-            "periodic": p.weight_periodic * _clamp((p.max_cv - cv) / max(p.max_cv - p.full_cv, 1e-9)),
-            "steady": p.weight_steady * _clamp(steady_s / p.steady_full_s),
-            "repeat": p.weight_repeat * (st.rep / turns),
-            "growth": p.weight_growth * growth,
-            "off_hours": p.weight_off_hours if off_hours else 0.0,
-            "cost": p.weight_cost * _clamp(math.log1p(at_risk) / math.log1p(p.cost_full_usd)),
+            "periodic": p.weight_periodic * periodic,
+            "steady": periodic * p.weight_steady * _clamp(steady_s / p.steady_full_s),
+            "repeat": periodic * p.weight_repeat * (st.rep / turns),
+            "growth": periodic * p.weight_growth * growth,
+            "off_hours": periodic * p.weight_off_hours if off_hours else 0.0,
+            "cost": periodic * p.weight_cost * _clamp(math.log1p(at_risk) / math.log1p(p.cost_full_usd)),
         }
         score = _clamp(sum(signals.values()))
         incidents = self.state.incidents
@@ -377,8 +385,9 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             "off_hours": off_hours,
             "prompt_shape": st.shape,
         }
-        if typical is not None:
+        if typical is not None and agent is not None:
             evidence["typical_run_cost_usd"] = round(typical, 6)
+            evidence["typical_run_turns"] = round(agent.turns, 1)
         summary = (
             f"{inc.entity_id}: {st.n} turns every ~{st.gap_mean:.0f}s for {steady_s / 60.0:.0f} min "
             f"(local {evidence['local_time']}); ${st.cost:.2f} spent, ${projected:.2f} more projected "
@@ -414,8 +423,11 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         if shape is not None and cap > 0 and st.n >= p.min_turns:  # shorter runs are never judged
             agent = touch(self.state.agents, st.tenant + "\x1f" + shape, st.last, _new_agent, cap,
                           self.state.agents_stats)
-            ewm_update(agent.cost, st.cost, _RUN_ALPHA)
-            agent.turns = float(st.n) if agent.cost.n == 1 else agent.turns + _RUN_ALPHA * (st.n - agent.turns)
+            learned = agent.cost.n >= p.min_runs
+            # Once an agent's runs are known, a run far past them is a runaway, not a new normal: keep it out.
+            if not learned or st.cost <= p.run_cost_factor * agent.cost.mean:
+                ewm_update(agent.cost, st.cost, _RUN_ALPHA)
+                agent.turns = float(st.n) if agent.cost.n == 1 else agent.turns + _RUN_ALPHA * (st.n - agent.turns)
         inc = self.state.incidents.pop(key, None)
         if inc is None:
             return None
