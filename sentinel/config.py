@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sentinel.formats.mapping import FieldMapping
+
 
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -103,6 +105,43 @@ class SinksSettings(BaseModel):
     revoke_allow: tuple[str, ...] = Field((), description="api keys or tenants that may be revoked; empty = any")
     revoke_deny: tuple[str, ...] = Field((), description="api keys or tenants never revoked")
     revoke_audit_path: Path = Path("sentinel-revoke-audit.jsonl")
+    # Paging (sentinel/sinks/pagerduty.py, opsgenie.py, alertmanager.py). Links back to sentinel's explain view:
+    alert_url_template: str | None = Field(None, description="e.g. https://sentinel.example.com/alerts/{alert_id}; "
+                                           "unset = no links")
+    # PagerDuty Events API v2; a route may name its own key with `pagerduty_routing_key_env` (rules/routes.yaml)
+    pagerduty_routing_key: SecretStr | None = Field(None, description="default integration (routing) key")
+    pagerduty_url: str = Field("https://events.pagerduty.com", description="base URL; /v2/enqueue is added")
+    pagerduty_enabled: bool = Field(False, description="on even without a default key (routes carry the keys)")
+    # Opsgenie Alert API
+    opsgenie_api_key: SecretStr | None = Field(None, description="API integration key (Authorization: GenieKey)")
+    opsgenie_url: str = Field("https://api.opsgenie.com", description="EU accounts: https://api.eu.opsgenie.com")
+    opsgenie_responders: tuple[str, ...] = Field((), description="team:NAME, user:USERNAME, escalation:NAME or "
+                                                 "schedule:NAME")
+    opsgenie_tags: tuple[str, ...] = ("sentinel",)
+    # Prometheus Alertmanager API v2 (every URL of an HA cluster; one accepting is enough, as in Prometheus)
+    alertmanager_urls: tuple[str, ...] = Field((), description="e.g. [\"http://alertmanager:9093\"]")
+    alertmanager_bearer_token: SecretStr | None = None
+    alertmanager_verify_tls: bool = True
+    alertmanager_ca_file: Path | None = None
+    alertmanager_resend_s: float = Field(60.0, gt=0, description="re-post firing alerts this often (Prometheus "
+                                         "--rules.alert.resend-delay default); endsAt = now + 4x this")
+    alertmanager_resolved_retention_s: float = Field(900.0, ge=0, description="keep re-posting a resolved alert "
+                                                     "this long (Prometheus resolvedRetention)")
+    alertmanager_max_firing_s: float = Field(7 * 86400.0, gt=0, description="stop re-posting an alert with no new "
+                                             "version for this long (Alertmanager then expires it)")
+
+
+class IngestSettings(BaseModel):
+    """``sentinel ingest``: the HTTP receiver for OTLP traces and LiteLLM callback posts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(4318, description="4318 is the OTLP/HTTP default port")
+    token: SecretStr | None = Field(None, description="bearer token clients must send; required to start")
+    max_body_bytes: int = Field(4 << 20, gt=0, description="larger requests get 413 (also after gunzip)")
+    topic: str | None = Field(None, description="topic to produce usage events to; unset = kafka.topic")
+    produce_timeout_s: float = Field(10.0, gt=0, description="flush deadline before answering 503")
 
 
 class DaemonSettings(BaseModel):
@@ -136,6 +175,8 @@ class Settings(BaseSettings):
     http_port: int = 9108
     kafka: KafkaSettings = KafkaSettings()
     state: StateSettings = StateSettings()
+    mapping: FieldMapping = FieldMapping()
+    ingest: IngestSettings = IngestSettings()
     sinks: SinksSettings = SinksSettings()
     alerts_file: Path | None = Field(None, description="sentinel run: also append every alert version here (JSONL)")
     daemon: DaemonSettings = DaemonSettings()

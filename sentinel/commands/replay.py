@@ -13,10 +13,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentinel.config import Settings
+from sentinel.formats import DEFAULT_FORMAT, FORMATS, RECORD_MAX_BYTES, Adapter, adapt_batch, get_format
 from sentinel.pipeline import Pipeline, PipelineOptions, PipelineStats
 from sentinel.progress import Progress
 from sentinel.rules import RuleSet, load_rules
@@ -40,6 +43,9 @@ def register(sub: Any) -> None:
     p.add_argument("--lateness", type=float, default=30.0, metavar="SECONDS",
                    help="allowed out-of-order lateness in event time (default 30)")
     p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--format", default=DEFAULT_FORMAT, choices=sorted(FORMATS),
+                   help="input format (default usage-v1); see sentinel/formats/ for the mappings, "
+                   "SENTINEL_MAPPING__* for the metadata keys")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=run)
 
@@ -60,11 +66,24 @@ class ReplayResult:
 
 
 def replay(pipeline: Pipeline, inputs: list[str], alert_sink: JsonlAlertSink, dead_sink: JsonlDeadLetterSink,
-           batch_size: int = 4096, progress: Progress | None = None) -> ReplayResult:
-    """Feed every input through ``pipeline``; write alerts and dead letters as they come."""
+           batch_size: int = 4096, progress: Progress | None = None, adapter: Adapter | None = None) -> ReplayResult:
+    """Feed every input through ``pipeline``; write alerts and dead letters as they come.
+
+    ``adapter`` maps records of another input format to usage-v1 lines first (positions kept).
+    """
     start = time.perf_counter()
-    for batch in batches(inputs, batch_size, pipeline.options.max_line_bytes):
-        result = pipeline.feed(batch.lines, batch.source, batch.positions)
+    mapper = adapter if adapter is not None and not adapter.identity else None
+    limit = pipeline.options.max_line_bytes
+    if mapper is not None:  # a foreign record (an OTLP export of many spans) may hold many events
+        limit = max(RECORD_MAX_BYTES, limit)
+    for batch in batches(inputs, batch_size, limit):
+        lines: list[bytes] = batch.lines
+        positions: Sequence[int] = batch.positions
+        if mapper is not None:
+            adapted = adapt_batch(mapper, lines, positions, batch.source, pipeline.stats, limit)
+            dead_sink.write(adapted.dead)
+            lines, positions = adapted.lines, adapted.positions
+        result = pipeline.feed(lines, batch.source, positions)
         alert_sink.write(result.alerts)
         dead_sink.write(result.dead)
         if progress is not None:
@@ -127,11 +146,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"sentinel replay: {path}: no such file", file=sys.stderr)
             return 2
     pipeline = Pipeline(rules, PipelineOptions(lateness_s=args.lateness))
+    try:
+        adapter = get_format(args.format, Settings().mapping if args.format != DEFAULT_FORMAT else None)
+    except ValueError as err:
+        print(f"sentinel replay: bad mapping settings: {err}", file=sys.stderr)
+        return 2
     alert_sink = JsonlAlertSink(args.out)
     dead_sink = JsonlDeadLetterSink(args.dead_letter)
     progress = Progress("replay", enabled=not args.no_progress)
     try:
-        result = replay(pipeline, args.inputs, alert_sink, dead_sink, args.batch_size, progress)
+        result = replay(pipeline, args.inputs, alert_sink, dead_sink, args.batch_size, progress, adapter)
     except InputError as err:
         progress.close()
         print(f"sentinel replay: {err}", file=sys.stderr)
