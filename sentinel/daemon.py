@@ -152,6 +152,7 @@ class Daemon:
         self._gauged: set[int] = set()
         self._probe_thread: threading.Thread | None = None
         self.alerts_out = 0  # alert versions produced by the pipelines (before the ledger)
+        self.records_in = 0  # records fed to the pipelines (re-reads after a restore count again)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -177,7 +178,8 @@ class Daemon:
         """Run until SIGTERM (or ``exit_when_idle_s``). Returns the exit code."""
         s = self.settings
         if self._http_enabled:
-            self.http = HealthServer(self.health, self.metrics.registry, s.http_host, s.http_port)
+            self.http = HealthServer(self.health, self.metrics.registry, s.http_host, s.http_port,
+                                     on_scrape=self._on_scrape)
             self.http.start()
             log.info("http_listening", host=s.http_host, port=self.http.port)
         self._probe_thread = threading.Thread(target=self._probe_loop, name="sentinel-probe", daemon=True)
@@ -263,6 +265,7 @@ class Daemon:
             part.idle_done = False
             self.metrics.observe_stats(part.pipeline.stats, part.cursor)
             n += len(values)
+        self.records_in += n
         return n
 
     def _dead_letters(self, partition: int, dead: list[DeadLetter], values: list[bytes], offsets: list[int]) -> None:
@@ -347,6 +350,8 @@ class Daemon:
                     self.metrics.notifications.labels("all", "skipped").inc(report.skipped)
                 if report.found:
                     self.metrics.notifications.labels("all", "found").inc(report.found)
+                if report.skipped or report.found:
+                    log.info("notifications_deduplicated", already_sent=report.skipped, found_at_sink=report.found)
                 if report.resent:
                     log.warning("notifications_resent_after_crash", count=report.resent)
                 self._unconfirmed.extend(report.unconfirmed)
@@ -622,15 +627,20 @@ class Daemon:
             if part.saved_at:
                 self.metrics.checkpoint_age.labels(topic, str(p)).set(max(0.0, wall - part.saved_at))
                 self._gauged.add(p)
+
+    def _on_scrape(self) -> None:
+        """Tracked keys are counted when Prometheus asks (at most once a second), not per batch."""
         mono = time.monotonic()
-        if mono - self._keys_at >= 5.0:
-            self._keys_at = mono
-            totals: dict[str, int] = {}
+        if mono - self._keys_at < 1.0:
+            return
+        self._keys_at = mono
+        totals: dict[str, int] = {}
+        with self._lock:
             for part in self._parts.values():
                 for det, n in part.pipeline.tracked_keys().items():
                     totals[det] = totals.get(det, 0) + n
-            for det, n in totals.items():
-                self.metrics.tracked_keys.labels(det).set(n)
+        for det, n in totals.items():
+            self.metrics.tracked_keys.labels(det).set(n)
 
     def _maybe_exit_when_idle(self) -> None:
         quiet = self.settings.daemon.exit_when_idle_s
@@ -681,7 +691,7 @@ class Daemon:
             self.http.stop()
         self.store.close()
         self.ledger.close()
-        log.info("daemon_stopped", alerts=self.alerts_out)
+        log.info("daemon_stopped", records=self.records_in, alerts=self.alerts_out)
 
 
 def build_stores(settings: Settings) -> tuple[CheckpointStore, NotificationLedger]:

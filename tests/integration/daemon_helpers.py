@@ -8,13 +8,22 @@ agent loop (t_gamma). It is sorted by event time, as a gateway writes it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+from sentinel.commands.replay import replay
 from sentinel.events import UsageEvent
+from sentinel.pipeline import Pipeline
+from sentinel.rules import load_rules
+from sentinel.sinks.jsonl import JsonlAlertSink, JsonlDeadLetterSink
 from tests.contract.streams import runaway_loop, spend_spike
 from tests.synth import DAY, HOUR, T0, Factory, background, merge, to_lines
 
@@ -45,16 +54,29 @@ def lines_and_keys(events: list[UsageEvent]) -> tuple[list[bytes], list[bytes | 
     return list(to_lines(events)), [e.tenant_id.encode() for e in events]
 
 
-def replay_alerts(lines: list[bytes], tmp: Path, rules: str | None = None) -> set[bytes]:
-    """Encoded alerts of ``sentinel replay`` over the lines (the reference for the daemon)."""
+def replay_alerts(lines: list[bytes], tmp: Path, rules: str | None = None, cli: bool = False) -> set[bytes]:
+    """Encoded alerts of ``sentinel replay`` over the lines (the reference for the daemon).
+
+    ``cli=True`` runs the real command in a subprocess; otherwise the same replay function in-process
+    (the command minus argument parsing; saves an interpreter start on a busy machine).
+    """
     src = tmp / "replay-input.jsonl"
     src.write_bytes(b"".join(ln + b"\n" for ln in lines))
     out = tmp / "replay-alerts.jsonl"
-    cmd = [sys.executable, "-m", "sentinel.cli", "replay", str(src), "--out", str(out), "--no-progress",
-           "--dead-letter", str(tmp / "replay-dead.jsonl")]
-    if rules:
-        cmd += ["--rules", rules]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
+    dead = tmp / "replay-dead.jsonl"
+    if cli:
+        cmd = [sys.executable, "-m", "sentinel.cli", "replay", str(src), "--out", str(out), "--no-progress",
+               "--dead-letter", str(dead)]
+        if rules:
+            cmd += ["--rules", rules]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
+    else:
+        sink, dead_sink = JsonlAlertSink(out), JsonlDeadLetterSink(dead)
+        try:
+            replay(Pipeline(load_rules(rules or REPO / "rules")), [str(src)], sink, dead_sink)
+        finally:
+            sink.close()
+            dead_sink.close()
     return {ln for ln in out.read_bytes().splitlines() if ln}
 
 
@@ -71,6 +93,10 @@ def daemon_env(bootstrap: str, topic: str, group: str, *, redis_url: str | None 
         "SENTINEL_KAFKA__SESSION_TIMEOUT_MS": "2000",
         "SENTINEL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         "SENTINEL_KAFKA__POLL_TIMEOUT_MS": "200",
+        # Small polls: more batches, checkpoints and kill points per test. (Also keeps a fresh partition's
+        # first batch within a day of event time: the pipeline takes that batch's median time as the stream's
+        # reference and dead-letters events more than max_late_s older -- reported upstream.)
+        "SENTINEL_KAFKA__MAX_POLL_RECORDS": "200",
         "SENTINEL_HTTP_PORT": "0",
         "SENTINEL_DAEMON__IDLE_ADVANCE": "drain",
         "SENTINEL_DAEMON__IDLE_AFTER_S": "1.0",
@@ -112,3 +138,25 @@ def wait_for(cond: object, timeout: float, what: str, interval: float = 0.05) ->
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def http_port(log: Path) -> int:
+    wait_for(lambda: any(e["event"] == "http_listening" for e in log_events(log)), 20, "http server")
+    return int(next(e for e in log_events(log) if e["event"] == "http_listening")["port"])
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
