@@ -29,6 +29,7 @@ them (the old ones stay on error).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -225,18 +226,22 @@ class Daemon:
             self.metrics.retries.labels("poll").inc()
             self._stop.wait(self._connect_backoff.failed())
             return
+        if self._connect_backoff.attempts:
+            self._connect_backoff.reset()
         started = time.perf_counter()
         with self._lock:
             n = self._feed(batches) if batches else 0
             self._idle(n)
             if (self._outbox or self._dead or self._unconfirmed) and not self._flush_backoff.waiting():
                 self._flush()
-            self._checkpoint(force=False)
+            commit = self._checkpoint(force=False)
             self._update_gauges()
+        self._commit(commit)
         if n:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_events.observe(n)
-        self._maybe_exit_when_idle()
+        with self._lock:
+            self._maybe_exit_when_idle()
 
     def _feed(self, batches: list[PartitionBatch]) -> int:
         now = time.monotonic()
@@ -403,7 +408,10 @@ class Daemon:
 
     # -- checkpoint: state + offset in one write, then the Kafka commit ---------------------------
 
-    def _checkpoint(self, force: bool, partitions: Sequence[int] | None = None, commit_async: bool = False) -> None:
+    def _checkpoint(self, force: bool, partitions: Sequence[int] | None = None) -> dict[int, int]:
+        """Save due checkpoints; returns the offsets to commit to Kafka. The caller commits them *after*
+        releasing the lock: a synchronous commit waits for the Kafka IO thread, which may itself be waiting
+        for the lock in a rebalance hook."""
         cfg = self.settings.state
         now = time.monotonic()
         held = {o.partition for o in self._outbox} | {d[0] for d in self._dead}
@@ -416,7 +424,7 @@ class Daemon:
                     cfg.checkpoint_every_s:
                 due.append(part)
         if not due or (self._blocked and not force and self._flush_backoff.waiting()):
-            return
+            return {}
         started = time.perf_counter()
         writes = []
         for part in due:
@@ -428,7 +436,7 @@ class Daemon:
             self.metrics.checkpoints.labels("error").inc(len(writes))
             self._blocked_by("redis_unavailable", err)
             self._flush_backoff.failed()
-            return
+            return {}
         wall = self.clock()
         commit: dict[int, int] = {}
         for part, w, ok in zip(due, writes, results, strict=True):
@@ -448,14 +456,20 @@ class Daemon:
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         if self._blocked == "redis_unavailable":
             self._unblock()
-        if commit and self.source is not None:
-            try:
-                if commit_async:
-                    self.source.commit_async(commit)
-                else:
-                    self.source.commit(commit)
-            except Exception as err:  # Redis holds the truth; the Kafka commit is for tools and a store-less restart
-                log.warning("offset_commit_failed", error=type(err).__name__, partitions=sorted(commit))
+        return commit
+
+    def _commit(self, offsets: dict[int, int], wait: bool = True) -> None:
+        """Kafka offset commit, after the checkpoint. Redis holds the truth; the committed offsets serve
+        lag tools and a restart without a store."""
+        if not offsets or self.source is None:
+            return
+        try:
+            if wait:
+                self.source.commit(offsets)
+            else:
+                self.source.commit_async(offsets)
+        except Exception as err:
+            log.warning("offset_commit_failed", error=type(err).__name__, partitions=sorted(offsets))
 
     # -- rebalance hooks (Kafka IO thread, while poll() blocks) -----------------------------------
 
@@ -471,7 +485,8 @@ class Daemon:
             if mine and not self._closing:
                 if self._outbox or self._dead:
                     self._flush()
-                self._checkpoint(force=True, partitions=mine, commit_async=True)
+                # Non-blocking commit: this hook runs on the Kafka IO thread.
+                self._commit(self._checkpoint(force=True, partitions=mine), wait=False)
             self._drop(partitions, park=True)
             log.info("partitions_revoked", partitions=partitions)
 
@@ -565,7 +580,8 @@ class Daemon:
                 self._dlq = DeadLetterTopic(TopicProducer(self.kafka, f"{s.daemon.client_id}-dlq"),
                                             self.kafka.dead_letter_topic)
         except Exception as err:
-            source.close()
+            with contextlib.suppress(Exception):
+                source.close()
             delay = self._connect_backoff.failed()
             log.error("kafka_unavailable", error=type(err).__name__, bootstrap=self.kafka.bootstrap_servers,
                       attempt=self._connect_backoff.attempts, retry_in_s=round(delay, 2), client="producer")
@@ -672,8 +688,9 @@ class Daemon:
                 log.error("shutdown_with_pending_output", pending_alerts=len(self._outbox),
                           pending_dead_letters=len(self._dead),
                           note="not checkpointed: the next run re-processes those records")
-            self._checkpoint(force=True)
+            commit = self._checkpoint(force=True)
             self._closing = True
+        self._commit(commit)
         if self.source is not None:
             try:
                 self.source.close()

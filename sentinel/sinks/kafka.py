@@ -129,6 +129,7 @@ class AlertsTopicSink:
             finally:
                 consumer.close(autocommit=False)
         except Exception:
+            self._low_loaded = True  # 0 stays the (valid, if slower to probe) lower bound; sends raise it
             return
         for tp, off in ends.items():
             self._low[tp.partition] = max(self._low.get(tp.partition, 0), int(off))
