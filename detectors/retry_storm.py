@@ -15,13 +15,20 @@ the ``request_id`` of the logical request, so the detector counts:
   variance of past windows' amplification (West 1979; see
   :mod:`detectors.stats`), and the same for the retry cost in $/day.
 
-It alerts when, in the current window (with ``min_requests`` logical
-requests at least), either the **amplification jumps** (``min_excess`` extra
-attempts per request above the baseline, and ``z_min`` standard deviations)
-or the **retry cost jumps** (``cost_jump_ratio`` times the baseline $/day,
-at least ``min_retry_usd_per_day``, over ``min_retried`` retried attempts at least). Before the baseline is warm
-(``warm_windows`` windows), only an amplification of ``cold_amplification``
-or more alerts: that is stacked retries whatever the history.
+It alerts on either of two jumps in the current window:
+
+* **stacked retries**: at least ``min_extra_attempts`` extra attempts
+  (attempts - logical requests), retried requests retried ``min_stack`` times
+  or more on average (2+ retries per retried request is retries on retries; a
+  provider rate-limit blip retries each request once and stays quiet), and the
+  amplification ``min_excess`` above the baseline and ``z_min`` standard
+  deviations above it. Before the baseline is warm (``warm_windows`` windows)
+  an amplification of ``cold_amplification`` or more stands in for the
+  baseline test: that is stacked retries whatever the history.
+* **retry cost**: the retry $/day ``cost_jump_ratio`` times its baseline, at
+  least ``min_retry_usd_per_day``, over ``min_retried`` retried attempts, in
+  windows that follow each other for ``min_cost_duration_s`` (a flood of
+  single retries that lasts, not a five-minute blip).
 
 Score, the sum of three contributions (each in the finding's ``signals``):
 ``amplification`` = 0.5 * min(1, log2(amp / baseline) / 3) (8x -> 0.5),
@@ -48,19 +55,28 @@ from sentinel.events import UsageEvent
 
 _MAX_STATUSES = 8  # distinct failure status codes counted per window
 _MAX_SAMPLES = 5
-_MIN_BASELINE_REQUESTS = 5  # a window with fewer logical requests does not feed the baseline
+# A new finding when the $/day crosses 4x what was last reported: the window's $/day is extrapolated
+# from a partly filled window, so it grows within the window; a factor 2 would re-report as it fills.
+_COST_STEP = 4.0
+_MIN_BASELINE_REQUESTS = 2  # a window with fewer logical requests does not feed the baseline
 
 
 class RetryStormParams(DetectorParams):
     window_s: float = Field(300.0, gt=0, description="tumbling window for amplification and retry cost")
     request_ttl_s: float = Field(
         900.0, gt=0, description="how long a request_id is remembered to count its attempts (retries come in minutes)")
-    min_requests: int = Field(20, ge=1, description="logical requests a window needs before it is judged")
+    min_extra_attempts: int = Field(
+        10, ge=1, description="extra attempts (attempts - logical requests) a window needs before it is judged")
+    min_stack: float = Field(
+        2.0, ge=1, description="retries per retried request needed for an amplification alert: 1 is a plain "
+        "retry (a rate-limit blip), 2+ is retries stacked on retries")
     min_excess: float = Field(
         0.5, gt=0, description="extra attempts per logical request above the baseline needed to alert")
     z_min: float = Field(4.0, gt=0, description="standard score of the window's amplification against the baseline")
     floor_std: float = Field(
         0.05, gt=0, description="floor on the baseline's standard deviation (a retry-free key has none)")
+    min_cost_duration_s: float = Field(
+        900.0, ge=0, description="a retry-cost jump without stacking must last this long (a brief blip does not)")
     min_retried: int = Field(
         10, ge=1, description="retried attempts a window needs before its retry cost is judged (fewer is noise)")
     cost_jump_ratio: float = Field(4.0, gt=1, description="retry $/day this many times the baseline is a jump")
@@ -96,6 +112,7 @@ class FeatureKeyState(msgspec.Struct, array_like=True, gc=False):
     w_att: int = 0
     w_req: int = 0
     w_retry: int = 0
+    w_rreq: int = 0  # logical requests retried at least once
     w_rcost: float = 0.0
     w_cost: float = 0.0
     w_max: int = 0
@@ -106,14 +123,9 @@ class FeatureKeyState(msgspec.Struct, array_like=True, gc=False):
     amp_var: float = 0.0
     rcost_mean: float = 0.0
     n_base: int = 0
+    w_cjump: bool = False  # the retry cost jumped in this window
+    cost_since: float = 0.0  # start of the current run of windows with a retry-cost jump (0: none)
     inc: Incident | None = None
-
-
-class _Hot(msgspec.Struct, frozen=True, gc=False):
-    """The parameters the hot path reads, as plain struct fields (pydantic attribute reads are slow)."""
-
-    window_s: float
-    min_requests: int
 
 
 class RetryStormState(msgspec.Struct):
@@ -177,8 +189,9 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         self._cap_keys = max(1, m // 2)
         self._cap_requests = max(1, m - m // 2)
         self._alpha = alpha_for_half_life(params.half_life_windows)
-        self._hot = _Hot(params.window_s, params.min_requests)
-        self._hot_tenant = {tid: _Hot(tp.window_s, tp.min_requests) for tid, tp in self.tenant_params.items()}
+        # Read per event: kept as plain attributes (pydantic attribute reads are slow).
+        self._window_s = params.window_s
+        self._window_tenant = {tid: tp.window_s for tid, tp in self.tenant_params.items()}
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         t: float = event.ts  # type: ignore[assignment]
@@ -187,6 +200,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         rid = event.request_id
         if rid is None:
             new_request = attempt == 1
+            first_retry = attempt == 2
             n_att = attempt
         else:
             reqs = st.requests
@@ -194,6 +208,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
                 new_request = False
                 retries = st.retries
                 n_att = retries.get(rid, 1) + 1
+                first_retry = n_att == 2
                 retries[rid] = n_att
                 if attempt > n_att:
                     n_att = attempt
@@ -202,12 +217,11 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
                 if len(reqs) > self._cap_requests:
                     self._evict_requests()
                 new_request = True
+                first_retry = attempt > 1  # a retry whose earlier attempts we did not see
                 n_att = attempt
         retried = not new_request or attempt > 1
 
         tenant = event.tenant_id
-        ht = self._hot_tenant
-        h = ht.get(tenant, self._hot) if ht else self._hot
         feature = event.feature
         key = f"{event.api_key_id}|{feature}" if feature is not None else event.api_key_id + "|"
         k = st.keys.get(key)
@@ -216,8 +230,10 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             if not k.tenant:
                 k.tenant = tenant
         if t >= k.win_end:
-            self._close_window(k, h.window_s)
-            k.win_end = (t // h.window_s + 1.0) * h.window_s
+            tw = self._window_tenant
+            window_s = tw.get(tenant, self._window_s) if tw else self._window_s
+            self._close_window(k, window_s)
+            k.win_end = (t // window_s + 1.0) * window_s
         k.w_att += 1
         if new_request:
             k.w_req += 1
@@ -236,6 +252,8 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         if not retried:
             return None
         k.w_retry += 1
+        if first_retry:
+            k.w_rreq += 1
         k.w_rcost += cost
         if n_att > k.w_max:
             k.w_max = n_att
@@ -243,7 +261,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         if inc is not None:
             inc.retry_usd += cost
             inc.retried += 1
-        if k.w_req < h.min_requests:
+        if k.w_req == 0:
             return None
         return self._judge(key, k, self.params_for(tenant), t, event)
 
@@ -279,7 +297,10 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
                 k.amp_var = (1.0 - a) * (k.amp_var + diff * incr)
                 k.rcost_mean += a * (rcost - k.rcost_mean)
             k.n_base += 1
-        k.w_att = k.w_req = k.w_retry = k.w_max = 0
+        if not k.w_cjump:
+            k.cost_since = 0.0
+        k.w_cjump = False
+        k.w_att = k.w_req = k.w_retry = k.w_rreq = k.w_max = 0
         k.w_rcost = k.w_cost = 0.0
         if k.w_status is not None:
             k.w_status = None
@@ -287,16 +308,24 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
     def _judge(self, key: str, k: FeatureKeyState, p: RetryStormParams, t: float,
                ev: UsageEvent) -> list[Finding] | None:
         amp = k.w_att / k.w_req
+        extra = k.w_att - k.w_req
         warm = k.n_base >= p.warm_windows
         base = k.amp_mean if warm and k.amp_mean > 1.0 else 1.0
         rcost_day = k.w_rcost * 86400.0 / p.window_s
         base_cost = k.rcost_mean if warm else 0.0
+        stacked = extra >= p.min_extra_attempts and k.w_rreq > 0 and extra / k.w_rreq >= p.min_stack
         if warm:
-            amp_jump = amp - base >= p.min_excess and _z(amp, k.amp_mean, k.amp_var, p.floor_std) >= p.z_min
-            cost_jump = (k.w_retry >= p.min_retried and rcost_day >= p.min_retry_usd_per_day
-                         and rcost_day >= p.cost_jump_ratio * base_cost)
+            amp_jump = stacked and amp - base >= p.min_excess and _z(
+                amp, k.amp_mean, k.amp_var, p.floor_std) >= p.z_min
+            cost_jump = False
+            if (k.w_retry >= p.min_retried and rcost_day >= p.min_retry_usd_per_day
+                    and rcost_day >= p.cost_jump_ratio * base_cost):
+                k.w_cjump = True
+                if k.cost_since == 0.0:
+                    k.cost_since = t
+                cost_jump = t - k.cost_since >= p.min_cost_duration_s
         else:
-            amp_jump = amp >= p.cold_amplification
+            amp_jump = stacked and amp >= p.cold_amplification
             cost_jump = False
         if not (amp_jump or cost_jump):
             return None
@@ -316,7 +345,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             inc.peak_amp = amp
         if len(inc.samples) < _MAX_SAMPLES:
             inc.samples.append(ev.event_id)
-        if inc.score and score < inc.score + p.score_step and rcost_day < 2.0 * inc.e_cost:
+        if inc.score and score < inc.score + p.score_step and rcost_day < _COST_STEP * inc.e_cost:
             return None
         if score < p.min_score:
             return None
@@ -355,6 +384,8 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             "retried_attempts": k.w_retry,
             "retried_share": round(k.w_retry / k.w_att, 4) if k.w_att else 0.0,
             "max_attempts_per_request": k.w_max,
+            "retried_requests": k.w_rreq,
+            "retries_per_retried_request": round((k.w_att - k.w_req) / k.w_rreq, 3) if k.w_rreq else 0.0,
             "retry_usd_in_window": round(k.w_rcost, 6),
             "retry_usd_per_day": round(rcost_day, 4),
             "baseline_retry_usd_per_day": round(base_cost, 4),

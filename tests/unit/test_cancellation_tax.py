@@ -52,13 +52,15 @@ def test_jump_in_cancelled_spend_fires_with_dollars_per_day_lost() -> None:
     ev = x.evidence
     assert ev["feature"] == "writer"
     assert ev["cancelled_share"] > 0.3 and ev["baseline_cancelled_share"] < 0.06
+    assert ev["cancelled_share_of_spend"] > 0.3
+    assert 0.75 <= ev["billed_output_ratio"] <= 1.3, "the provider billed full outputs"
     assert ev["usd_per_day"] >= 5.0 and ev["usd_per_day"] >= 2 * ev["baseline_usd_per_day"]
     assert abs(ev["excess_usd_per_day"] - (ev["usd_per_day"] - ev["baseline_usd_per_day"])) < 1e-3
     assert x.risk_usd_per_hour == round(ev["excess_usd_per_day"] / 24.0, 4)
-    assert ev["cancelled_in_window"] >= 10 and ev["p_value_bound"] <= 1e-4
+    assert ev["cancelled_in_window"] >= 8 and ev["p_value_bound"] <= 1e-4
     assert ev["cancelled_output_tokens_since_first_seen"] > 10_000
     assert [f["feature"] for f in ev["features_involved"]] == ["writer"]
-    assert set(x.signals) == {"cancelled_share", "cancelled_spend"}
+    assert set(x.signals) == {"cancelled_share", "cancelled_spend", "billed_in_full"}
     assert x.score == round(sum(x.signals.values()), 4)
     assert det.is_warm("t_gamma|writer")
     resolved = [f for f in out if f.status == "resolved"]
@@ -102,15 +104,26 @@ def test_cold_feature_is_not_judged() -> None:
 def test_cheap_feature_jump_below_the_dollar_floor_is_silent() -> None:
     evs = feature_traffic(T0, T0 + DAY + 12 * HOUR, jump=JUMP)
     for ev in evs:
-        ev.cost_usd = 0.00001  # $0.9/day even if every attempt were cancelled
+        ev.cost_usd = 0.000001  # $0.09/day even if every attempt were cancelled
     assert not firing(run(make(), evs))
-    assert firing(run(make(min_usd_per_day=0.01), evs))
+    assert firing(run(make(min_usd_per_day=0.0001), evs))
 
 
 def test_few_cancellations_in_a_quiet_window_are_noise() -> None:
-    # One attempt a minute: 15 per window, a jump to 40% cancelled gives 6 per window < min_cancelled.
-    evs = feature_traffic(T0, T0 + DAY + 12 * HOUR, period_s=60.0, jump=JUMP, jump_p=0.4)
-    assert not firing(run(make(min_attempts=10), evs))
+    # One attempt every 10 minutes: 6 per window, under min_attempts even when nearly all are cancelled.
+    evs = feature_traffic(T0, T0 + DAY + 12 * HOUR, period_s=600.0, jump=JUMP, jump_p=0.9)
+    assert not firing(run(make(), evs))
+    assert firing(run(make(min_attempts=4, min_cancelled=3, max_p_value=0.01), evs)), "judged on fewer attempts"
+
+
+def test_honoured_stops_with_cut_outputs_are_not_the_tax() -> None:
+    # Slow responses make users press stop far more often, but the provider stops: outputs are cut short.
+    evs = feature_traffic(T0, T0 + DAY + 12 * HOUR, jump=JUMP)
+    for ev in evs:
+        if ev.cancelled:
+            ev.output_tokens = ev.output_tokens // 4
+    assert not firing(run(make(), evs))
+    assert firing(run(make(min_billed_ratio=0.1), evs))
 
 
 def test_background_with_a_jump_names_only_that_feature() -> None:

@@ -52,16 +52,18 @@ def test_stacked_retries_fire_within_minutes_with_status_codes_and_cost() -> Non
     assert STORM[0] <= x.ts <= STORM[0] + 6 * 60, "fires within the first window of the storm"
     assert x.entity_type == "feature" and x.api_key_id == "key_alpha_7" and x.tenant_id == "t_alpha"
     ev = x.evidence
-    assert ev["amplification"] > 8.0 and ev["baseline_amplification"] < 1.1
-    assert ev["max_attempts_per_request"] == 9
-    assert ev["logical_requests"] >= 20 and ev["retried_share"] > 0.85
+    assert ev["amplification"] >= 3.0 and ev["baseline_amplification"] < 1.1
+    assert ev["max_attempts_per_request"] >= 6
+    assert ev["logical_requests"] >= 2 and ev["retried_share"] > 0.8
+    assert ev["retries_per_retried_request"] >= 2.0 and ev["retried_requests"] >= 2
+    assert fired[-1].evidence["peak_amplification"] > 8.0
     assert set(ev["status_counts"]) == {"503", "429", "500"}
     assert sum(ev["status_counts"].values()) >= ev["retried_attempts"] - ev["logical_requests"]
     assert ev["retry_usd_per_day"] > 5.0
     assert x.risk_usd_per_hour == round(ev["retry_usd_per_day"] / 24.0, 4)
     assert set(x.signals) == {"amplification", "retried_share", "retry_cost"}
-    assert x.score == round(sum(x.signals.values()), 4) and x.score >= 0.75
-    assert "page" in x.actions
+    assert x.score == round(sum(x.signals.values()), 4) and x.score >= 0.5
+    assert fired[-1].score >= 0.75 and "page" in fired[-1].actions, "escalates as the storm's cost builds up"
     assert det.is_warm(KEY)
     # Ends: one resolved finding of the same incident, within resolve_after_s + a window of the storm's end.
     resolved = [f for f in out if f.status == "resolved"]
@@ -129,7 +131,7 @@ def test_retry_cost_jump_fires_without_an_amplification_jump() -> None:
     jump = T0 + 10 * HOUR
     while t < end:
         i += 1
-        retry = rng.random() < (0.3 if t >= jump else 0.1)
+        retry = rng.random() < (0.45 if t >= jump else 0.1)
         big = t >= jump
         evs.append(f.event(t, api_key_id="key_cost", feature="rag", request_id=f"c{i}", status=500 if retry else 200,
                            output_tokens=200))
@@ -149,11 +151,42 @@ def test_retry_cost_jump_fires_without_an_amplification_jump() -> None:
     assert not firing(run(make(), cheap))
 
 
-def test_small_windows_are_not_judged() -> None:
-    # 9x amplification but only 10 logical requests per window: under min_requests.
-    evs = feature_traffic(T0, T0 + 3 * HOUR, period_s=30.0, storm=(T0 + 2 * HOUR, T0 + 3 * HOUR), key="key_slow")
-    assert not run(make(), evs)
-    assert firing(run(make(min_requests=5), evs))
+def test_one_retried_request_is_not_a_storm() -> None:
+    # 9 attempts on one request per 10 minutes: 8 extra attempts per window, under min_extra_attempts.
+    evs = feature_traffic(T0, T0 + 8 * HOUR, period_s=600.0, storm=(T0 + 6 * HOUR, T0 + 8 * HOUR), key="key_slow")
+    assert not firing(run(make(), evs))
+    assert firing(run(make(min_extra_attempts=5), evs))
+
+
+def rate_limit_blip(start: float, minutes: float, *, period_s: float = 5.0) -> list[UsageEvent]:
+    """Every request retried once after a 429 (normal backoff, no stacking)."""
+    f = Factory("blip")
+    out = []
+    for i in range(int(minutes * 60 / period_s)):
+        t = start + i * period_s
+        out.append(f.event(t, api_key_id="key_alpha_7", feature="agent", request_id=f"b{i}", status=429,
+                           output_tokens=0, input_tokens=20_000))
+        out.append(f.event(t + 2.0, api_key_id="key_alpha_7", feature="agent", request_id=f"b{i}", attempt=2,
+                           input_tokens=20_000, output_tokens=1500))
+    return out
+
+
+def test_brief_rate_limit_blip_is_not_a_storm() -> None:
+    normal = feature_traffic(T0, T0 + 12 * HOUR)
+    blip = rate_limit_blip(T0 + 10 * HOUR, minutes=5)
+    out = firing(run(make(), merge(normal, blip)))
+    assert not out, [(f.title, f.signals) for f in out]
+
+
+def test_lasting_flood_of_single_retries_fires_on_retry_cost() -> None:
+    normal = feature_traffic(T0, T0 + 12 * HOUR)
+    flood = rate_limit_blip(T0 + 10 * HOUR, minutes=40, period_s=15.0)
+    out = firing(run(make(), merge(normal, flood)))
+    assert out and out[0].entity_id == KEY
+    x = out[0]
+    assert T0 + 10 * HOUR + 900 <= x.ts <= T0 + 10 * HOUR + 1500, "after min_cost_duration_s of jumping cost"
+    assert x.evidence["retries_per_retried_request"] < 1.5
+    assert x.evidence["retry_usd_per_day"] >= 4 * x.evidence["baseline_retry_usd_per_day"]
 
 
 def test_state_is_bounded_and_request_ids_expire() -> None:
