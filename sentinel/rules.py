@@ -186,6 +186,9 @@ class Route(Frozen):
     match: Matcher = Matcher()
     sinks: tuple[str, ...]
     continue_: bool = Field(False, alias="continue")
+    # The environment variable holding this route's PagerDuty routing key (the key itself never sits in YAML);
+    # unset = the default key (SENTINEL_SINKS__PAGERDUTY_ROUTING_KEY). See sentinel/sinks/pagerduty.py.
+    pagerduty_routing_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class RoutesFile(Frozen):

@@ -435,7 +435,7 @@ def build_delivery(settings: Any, routes: Any = None, redis_client: Any = None, 
         silences = MemorySilenceStore()
     r = s.retry
     delivery = Delivery(
-        build_notifiers(settings, outbox, silences, redis_client, clock), outbox,
+        build_notifiers(settings, outbox, silences, redis_client, clock, routes=routes), outbox,
         Router(routes), silences, Inhibitor(),
         RetryPolicy(r.initial_s, r.max_s, r.multiplier, r.jitter, r.max_attempts, r.seed),
         realert_s=s.realert_s, clock=clock, secrets=secrets_of(settings),

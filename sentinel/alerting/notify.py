@@ -22,7 +22,9 @@ import msgspec
 
 from sentinel.alerts import Alert
 
-Reason = Literal["new", "escalated", "update", "resolved"]
+# "acknowledged" is not an alert version: a human acknowledged the alert (Slack button) and the paging sinks
+# that support it (``supports_ack``) are told; see sentinel/sinks/factory.py:acknowledge_hook.
+Reason = Literal["new", "escalated", "update", "resolved", "acknowledged"]
 
 
 class Notification(msgspec.Struct, kw_only=True):

@@ -35,9 +35,10 @@ class Response:
 
 
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float = 10.0,
-         context: ssl.SSLContext | None = None) -> Response:
-    """POST and return the response, whatever its status; transport failures raise a retryable error."""
-    req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+         context: ssl.SSLContext | None = None, method: str = "POST") -> Response:
+    """POST (or ``method``) and return the response, whatever its status; transport failures raise a
+    retryable error."""
+    req = urllib.request.Request(url, data=body, headers=dict(headers), method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return Response(resp.status, resp.read(), dict(resp.headers.items()))

@@ -11,7 +11,9 @@ detail and log ``slack_action_rejected``.
 
 Actions:
 
-* ``sentinel_ack``        -- records who acknowledged the alert (outbox key-value store);
+* ``sentinel_ack``        -- records who acknowledged the alert (outbox key-value store) and, with
+  ``on_ack`` (:func:`sentinel.sinks.factory.acknowledge_hook`), acknowledges it on the pagers
+  (PagerDuty, Opsgenie) through the outbox;
 * ``sentinel_silence_1h`` -- adds a one-hour silence on detector + entity + tenant;
 * ``sentinel_revoke``     -- a human's revoke: the revoke ladder without the
   score and signal rungs (deny/allow lists, the hourly cap and dry-run still
@@ -55,12 +57,14 @@ class SlackActions:
     """Verifies and handles one interactivity request: ``handle(body, headers) -> (status, body)``."""
 
     def __init__(self, signing_secret: str, silences: SilenceStore, kv: Outbox | None = None,
-                 revoke: RevokeSink | None = None, clock: Callable[[], float] = time.time) -> None:
+                 revoke: RevokeSink | None = None, clock: Callable[[], float] = time.time,
+                 on_ack: Callable[[Mapping[str, Any], str, float], int] | None = None) -> None:
         self.verifier = SignatureVerifier(signing_secret, clock=_Clock(clock))
         self.silences = silences
         self.kv = kv
         self.revoke = revoke
         self.clock = clock
+        self.on_ack = on_ack
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -106,6 +110,12 @@ class SlackActions:
             if self.kv is not None:
                 self.kv.kv_set(f"ack:{alert_id}", json.dumps({"by": user, "at": now}), 30 * 86400)
             log.info("alert_acknowledged", alert_id=alert_id, user=user)
+            if self.on_ack is not None:
+                try:
+                    forwarded = self.on_ack(v, user, now)
+                    log.info("alert_ack_forwarded", alert_id=alert_id, notifications=forwarded)
+                except Exception as err:  # the outbox is down: Slack still gets its quick 200
+                    log.warning("alert_ack_forward_failed", alert_id=alert_id, error=type(err).__name__)
             return 200, b""
         if action_id == ACTION_SILENCE:
             matchers = [f"detector={v['detector']}", f"entity={v['entity']}", f"tenant={v['tenant']}"]
