@@ -21,6 +21,8 @@ COMMANDS: tuple[str, ...] = (
     "sentinel.commands.alerts",
     "sentinel.commands.silence",
     "sentinel.commands.unrevoke",
+    "sentinel.commands.tune",
+    "sentinel.commands.explain",
 )
 
 
