@@ -47,7 +47,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#1f2937;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
 header p{margin:4px 0 0;color:#cbd5e1}
-main{padding:8px 24px 40px;max-width:1400px}
+main{padding:8px 24px 40px;max-width:1400px;box-sizing:border-box}
 h2{margin:28px 0 8px;font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{margin:18px 0 6px;font-size:15px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
@@ -64,6 +64,7 @@ pre{margin:4px 0;white-space:pre-wrap;font-size:12px;max-width:700px}
 #alert-filter{padding:4px 8px;width:320px;margin:6px 0}
 .note{color:#666;font-size:12px}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
+.scroll{overflow-x:auto;max-width:100%}
 """
 
 JS = """
@@ -299,7 +300,7 @@ def tradeoff_chart(spec: SweepSpec, points: Sequence[tuple[str, float, float, bo
     tx = f.x(target)
     p.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{f.top}" y2="{f.h - f.bottom}" stroke="#d62728" '
              f'stroke-dasharray="5,4"><title>target {target:g} false alerts/day</title></line>'
-             f'<text x="{tx + 4:.1f}" y="{f.top + 10}" font-size="11" fill="#d62728">target</text>')
+             f'<text x="{tx + 4:.1f}" y="{f.h - f.bottom - 6}" font-size="11" fill="#d62728">target</text>')
     pts = " ".join(f"{f.x(x):.1f},{f.y(y):.1f}" for _, x, y, _ in points)
     p.append(f'<polyline class="curve" points="{pts}" fill="none" stroke="#4e79a7" stroke-width="1.5"/>')
     merged: dict[tuple[float, float], tuple[list[str], bool]] = {}
@@ -424,10 +425,11 @@ def _labels_table(res: TuneResult) -> str:
                 f"<td>{lr.usd_total:.2f}</td>"
                 f'<td class="l">{_e(lr.incident.alert_id) if lr.incident else ""}</td>'
                 f'<td class="l w">{_e(lb.description[:300])}</td></tr>')
-    return ('<h2 id="labels">Incident labels</h2><table><thead><tr><th class="l">dataset</th><th class="l">label</th>'
+    return ('<h2 id="labels">Incident labels</h2><div class="scroll"><table><thead><tr><th class="l">dataset</th>'
+            '<th class="l">label</th>'
             '<th class="l">start</th><th class="l">end</th><th class="l">result</th><th>TTD</th><th>$ before</th>'
             '<th>$ window</th><th class="l">first alert</th><th class="l">description</th></tr></thead><tbody>'
-            + "".join(rows) + "</tbody></table>")
+            + "".join(rows) + "</tbody></table></div>")
 
 
 def _alerts_table(res: TuneResult) -> str:
@@ -443,8 +445,8 @@ def _alerts_table(res: TuneResult) -> str:
             a = inc.first
             signals = ", ".join(f"{k} {v:.2f}" for k, v in sorted(a.signals.items(), key=lambda kv: -kv[1]))
             evidence = json.dumps(inc.last.evidence, indent=1, sort_keys=True, default=str)
-            search = " ".join([inc.alert_id, inc.detector, a.entity.type, a.entity.id, a.tenant_id, outcome, label,
-                               a.title, run.dataset.name]).lower()
+            search = " ".join([inc.alert_id, inc.detector, a.entity.type, a.entity.id, a.tenant_id, outcome,
+                               OUTCOME_TEXT.get(outcome, ""), label, a.title, run.dataset.name]).lower()
             rows.append(
                 f'<tr data-search="{_e(search)}"><td class="l">{_e(run.dataset.name)}</td>'
                 f'<td class="l">{_e(rfc3339(inc.detected_at))}</td><td class="l">{_e(inc.detector)}</td>'
@@ -458,10 +460,10 @@ def _alerts_table(res: TuneResult) -> str:
     more = f'<p class="note">first {MAX_ALERT_ROWS} of {n} incidents</p>' if n > MAX_ALERT_ROWS else ""
     return ('<h2 id="alerts">Alerts</h2><input id="alert-filter" type="search" placeholder="filter: detector, '
             'tenant, outcome (fp, tp), alert id ..."> <span id="alert-count" class="note"></span>'
-            '<table id="alerts"><thead><tr><th class="l">dataset</th><th class="l">detected</th>'
+            '<div class="scroll"><table id="alerts"><thead><tr><th class="l">dataset</th><th class="l">detected</th>'
             '<th class="l">detector</th><th class="l">entity</th><th class="l">max severity</th><th>max score</th>'
             '<th class="l">outcome</th><th class="l">title, signals</th><th class="l">evidence</th></tr></thead>'
-            "<tbody>" + "".join(rows) + "</tbody></table>" + more)
+            "<tbody>" + "".join(rows) + "</tbody></table></div>" + more)
 
 
 def render_report(res: TuneResult, step: Callable[[str], None] | None = None) -> str:
