@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "sentinel.commands.replay",
     "sentinel.commands.check_rules",
     "sentinel.commands.run",
+    "sentinel.commands.ingest",
     "sentinel.commands.alerts",
     "sentinel.commands.silence",
     "sentinel.commands.unrevoke",

@@ -139,7 +139,8 @@ class IngestSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(4318, description="4318 is the OTLP/HTTP default port")
     token: SecretStr | None = Field(None, description="bearer token clients must send; required to start")
-    max_body_bytes: int = Field(4 << 20, gt=0, description="larger requests get 413 (also after gunzip)")
+    max_body_bytes: int = Field(16 << 20, gt=0, description="larger requests get 413 (also after gunzip); "
+                                "LiteLLM posts up to 512 payloads of ~10 KiB (more with logged messages) at once")
     topic: str | None = Field(None, description="topic to produce usage events to; unset = kafka.topic")
     produce_timeout_s: float = Field(10.0, gt=0, description="flush deadline before answering 503")
 
