@@ -51,7 +51,7 @@ from pydantic import Field
 from detectors.base import BudgetInfo, Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
 from detectors.registry import register
-from detectors.stats import Buckets, buckets_add, buckets_sum
+from detectors.stats import Buckets, buckets_add
 from sentinel.events import UsageEvent
 
 _NOMINAL_PERIOD_S: Final = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -107,6 +107,8 @@ class BudgetState(msgspec.Struct, array_like=True, gc=False):
     reported: int = 0  # highest tier reported in the open incident
     cool_since: float = 0.0  # since when no tier is active (open incident only)
     last: float = 0.0  # last event time
+    next_at: float = 0.0  # spend at which the next notice / the exhaustion happens
+    dirty: int = 0  # 1 if spend arrived since the last tick
 
 
 class QuotaBurnState(msgspec.Struct):
@@ -120,6 +122,37 @@ class _Windows(msgspec.Struct, frozen=True):
     bucket: float
     ring: int
     tiers: tuple[tuple[int, str, float, float, float], ...]  # (tier, name, burn, long_s, short_s)
+
+
+def window_sum(ring: Buckets, now: float, last: int) -> float:
+    """Sum of the ``last`` buckets up to the one holding ``now``, as :func:`detectors.stats.buckets_sum`.
+
+    Summed with slices (C speed), since a monthly budget's 3-day window spans 864 buckets.
+
+    >>> from detectors.stats import buckets_sum
+    >>> b = Buckets(width=60.0, sums=[0.0] * 5)
+    >>> for i in range(12):
+    ...     buckets_add(b, 60.0 * i, float(i))
+    >>> [window_sum(b, 660.0, k) for k in (1, 3, 5, 9)] == [buckets_sum(b, 660.0, k) for k in (1, 3, 5, 9)]
+    True
+    """
+    head = ring.head
+    if head < 0:
+        return 0.0
+    sums = ring.sums
+    n = len(sums)
+    idx = int(now // ring.width)
+    lo = idx - (last if last < n else n) + 1
+    hi = idx if idx < head else head
+    if lo <= head - n:
+        lo = head - n + 1
+    if hi < lo:
+        return 0.0
+    a = lo % n
+    b = hi % n
+    if a <= b:
+        return sum(sums[a:b + 1])
+    return sum(sums[a:]) + sum(sums[:b + 1])
 
 
 def _iso(t: float) -> str:
@@ -217,46 +250,78 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         t: float = event.ts  # type: ignore[assignment]
         bs = st.budgets.get(b.name)
         if bs is None or t - bs.moved > MOVE_EVERY:
-            new = bs is None
-            bs = touch(st.budgets, b.name, t, _new_budget, self.params.max_keys, st.stats)
-            if new:
-                tenant = b.id if b.scope == "tenant" else event.tenant_id
-                bs.tenant = tenant
-                bs.first = t
-                w = self._win(b, tenant)
-                bs.ring = Buckets(width=w.bucket, sums=[0.0] * w.ring)
-                bs.start, bs.end = self.context.calendar.period_bounds(tenant, t, b.period)
+            bs = self._touch(b, event, t)
         out: list[Finding] | None = None
         if t >= bs.end:
             out = self._new_period(b, bs, t)
         if t > bs.last:
             bs.last = t
         amount = cost if b.limit_usd is not None else float(event.input_tokens + event.output_tokens)
-        buckets_add(bs.ring, t, amount)
+        ring = bs.ring
+        idx = int(t // ring.width)
+        if idx == ring.head:
+            ring.sums[idx % len(ring.sums)] += amount
+        else:
+            buckets_add(ring, t, amount)
         if t < bs.start:
             return out  # late event of the previous period: counts for burn rates, not for this period
-        bs.spent += amount
+        spent = bs.spent + amount
+        bs.spent = spent
         bs.usd += cost
-        limit = b.limit_usd if b.limit_usd is not None else float(b.limit_tokens or 0)
-        if limit <= 0.0:
-            return out
-        frac = bs.spent / limit
+        bs.dirty = 1
+        if spent >= bs.next_at:
+            got = self._crossed(b, bs, t, event)
+            if got:
+                out = (out or []) + got
+        return out
+
+    def _touch(self, b: BudgetInfo, event: UsageEvent, t: float) -> BudgetState:
+        st = self.state
+        new = b.name not in st.budgets
+        bs = touch(st.budgets, b.name, t, _new_budget, self.params.max_keys, st.stats)
+        if new:
+            tenant = b.id if b.scope == "tenant" else event.tenant_id
+            bs.tenant = tenant
+            bs.first = t
+            w = self._win(b, tenant)
+            bs.ring = Buckets(width=w.bucket, sums=[0.0] * w.ring)
+            bs.start, bs.end = self.context.calendar.period_bounds(tenant, t, b.period)
+            bs.next_at = self._next_at(b, bs)
+        return bs
+
+    def _next_at(self, b: BudgetInfo, bs: BudgetState) -> float:
+        """Spend at which the next notice or the exhaustion of this period happens."""
+        limit, _ = self._unit(b)
+        if bs.exhausted or limit <= 0.0:
+            return math.inf
+        nxt = limit
+        for i, f in enumerate(self.params_for(bs.tenant).notice_fractions):
+            if not bs.notices & (1 << i) and f * limit < nxt:
+                nxt = f * limit
+        return nxt
+
+    def _crossed(self, b: BudgetInfo, bs: BudgetState, t: float, event: UsageEvent) -> list[Finding] | None:
+        """Spend reached ``next_at``: the notices crossed (the highest one is announced) or exhaustion."""
+        limit, _ = self._unit(b)
         p = self.params_for(bs.tenant)
+        frac = bs.spent / limit
+        out: list[Finding] | None = None
         if frac >= 1.0:
             if not bs.exhausted:
                 bs.exhausted = t
                 bs.notices = (1 << len(p.notice_fractions)) - 1
-                out = (out or []) + [self._exhausted(b, bs, t, event)]
-            return out
-        fractions = p.notice_fractions
-        crossed = -1
-        for i, f in enumerate(fractions):
-            if frac >= f and not bs.notices & (1 << i):
-                bs.notices |= 1 << i
-                if crossed < 0 or f > fractions[crossed]:
-                    crossed = i
-        if crossed >= 0:
-            out = (out or []) + [self._notice(b, bs, t, fractions[crossed], event)]
+                out = [self._exhausted(b, bs, t, event)]
+        else:
+            fractions = p.notice_fractions
+            crossed = -1
+            for i, f in enumerate(fractions):
+                if frac >= f and not bs.notices & (1 << i):
+                    bs.notices |= 1 << i
+                    if crossed < 0 or f > fractions[crossed]:
+                        crossed = i
+            if crossed >= 0:
+                out = [self._notice(b, bs, t, fractions[crossed], event)]
+        bs.next_at = self._next_at(b, bs)
         return out
 
     def _new_period(self, b: BudgetInfo, bs: BudgetState, t: float) -> list[Finding] | None:
@@ -270,6 +335,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         bs.spent = bs.usd = 0.0
         bs.notices = 0
         bs.exhausted = 0.0
+        bs.next_at = self._next_at(b, bs)
         return out
 
     # -- findings --------------------------------------------------------------------------------------
@@ -294,7 +360,19 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         if n + 1 > len(ring.sums):
             n = len(ring.sums) - 1
         dur = n * w + (now - math.floor(now / w) * w)
-        return buckets_sum(ring, now, n + 1) / dur if dur > 0.0 else 0.0
+        return window_sum(ring, now, n + 1) / dur if dur > 0.0 else 0.0
+
+    def _any_tier(self, b: BudgetInfo, bs: BudgetState, now: float) -> bool:
+        """Whether some tier is active; short windows first (few buckets), long ones only if needed."""
+        limit, _ = self._unit(b)
+        period = bs.end - bs.start
+        if period <= 0.0 or limit <= 0.0:
+            return False
+        sustain = limit / period
+        for _, _, burn, long_s, short_s in self._win(b, bs.tenant).tiers:
+            if self._rate(bs, now, short_s) >= burn * sustain and self._rate(bs, now, long_s) >= burn * sustain:
+                return True
+        return False
 
     def _burns(self, b: BudgetInfo, bs: BudgetState, now: float) -> tuple[int, dict[str, Any], float]:
         """Highest active tier (0: none), the burn-rate evidence, and the fast-tier long-window rate/s."""
@@ -435,11 +513,19 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         p = self.params_for(bs.tenant)
         limit, _ = self._unit(b)
         period = bs.end - bs.start
-        tier, rates, fast_rate = self._burns(b, bs, now)
         pace = p.pace_gate * limit * (now - bs.start) / period if period > 0.0 else 0.0
-        ahead = bs.spent >= pace
-        if not ahead or bs.exhausted:
-            tier = 0  # under pace: not endangered; exhausted: the exhausted alert says it all
+        dirty = bs.dirty
+        bs.dirty = 0
+        endangered = bs.spent >= pace and not bs.exhausted
+        # Without an open incident: no new spend (burn rates only fall), under pace (not endangered) or
+        # exhausted (that alert says it all) means nothing to judge; else short windows first.
+        if not bs.inc_first and (not dirty or not endangered or not self._any_tier(b, bs, now)):
+            return out
+        tier = 0
+        rates: dict[str, Any] = {}
+        fast_rate = 0.0
+        if endangered:
+            tier, rates, fast_rate = self._burns(b, bs, now)
         if tier:
             bs.cool_since = 0.0
             if bs.inc_first and tier <= bs.reported:
@@ -473,6 +559,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             if not bs.cool_since:
                 bs.cool_since = now
             if now - bs.cool_since >= p.resolve_quiet_s:
+                _, rates, fast_rate = self._burns(b, bs, now)
                 ev = self._evidence(b, bs, now, fast_rate)
                 ev["burn_rates"] = rates
                 f = self._finding(b, bs, now, bs.inc_first,

@@ -11,20 +11,22 @@ the usual spend, for hours, at night.
 Method, per ``api_key_id``:
 
 * **Baseline.** Every finished hour of a key is one observation
-  ``x = log(spend + floor)``. The key keeps an hour-of-day profile of ``x``
-  (24 EW means in a 48-byte array, plus one residual variance), the tenant
-  keeps a :class:`detectors.seasonal.SeasonalBaseline` of the same ``x`` over
-  all its keys (hour of week, tenant local time) and the detector one for the
-  whole population. The expectation for a key at an hour is the key's own
-  bucket shrunk towards the tenant's (which is shrunk towards the
-  population's) with credibility weight ``n / (n + prior_days)`` (Bühlmann
-  1967), plus the tenant's weekday/weekend effect; the variance is the
-  mixture's. A new key of a known tenant is thus judged against what the
-  tenant's keys usually do (a rotated key is not an anomaly), while a new
-  tenant is in warm-up (``tenant_warmup_s``) and only the absolute fast path
-  can fire. Short windows are compared against the highest of the
-  expectations of the hour and its two neighbours, so a job that starts a
-  few minutes early is not a spike.
+  ``x = log(spend + floor)`` (tenant local time). The key keeps an
+  hour-of-day profile of ``x`` (24 EW means in a 48-byte array, plus the
+  variance of its hours around it); the tenant keeps the same profile of a
+  typical key of the tenant (the hours in which its keys were used), and the
+  detector one :class:`detectors.seasonal.SeasonalBaseline` of ``x`` by hour
+  of week over the whole population, which also gives the weekday/weekend
+  effect added to the hour-of-day profiles. The expectation for a key is its
+  own bucket shrunk towards the tenant's, itself shrunk towards the
+  population's, with credibility weights ``n / (n + prior_days)`` and
+  ``n / (n + shrink)`` (Bühlmann 1967); the variance is blended likewise. A
+  new key of a known tenant is thus judged against what the tenant's keys
+  usually do (a rotated key is not an anomaly), while a new tenant is in
+  warm-up (``tenant_warmup_s``) and only the absolute fast path can fire.
+  Idle hours fold in as zero spend for the key itself only. Short windows
+  are compared against the highest of the expectations of the hour and its
+  two neighbours, so a job that starts a few minutes early is not a spike.
 * **Windows.** Spend, requests, novel-source spend/requests and 403/404
   responses are exponentially decayed sums with time constants of 15 minutes
   and 3 hours (``S <- S * exp(-dt / tau) + x``; an estimate of the amount in
@@ -76,7 +78,14 @@ from pydantic import Field
 from detectors.base import Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
 from detectors.registry import register
-from detectors.seasonal import SeasonalBaseline, baseline_expect, baseline_update, baseline_week_effect, new_baseline
+from detectors.seasonal import (
+    SeasonalBaseline,
+    baseline_expect,
+    baseline_update,
+    baseline_week_effect,
+    hour_of_week_utc,
+    new_baseline,
+)
 from detectors.stats import alpha_for_half_life
 from sentinel.events import UsageEvent
 
@@ -91,11 +100,17 @@ _PER_H_SHORT: Final = 3600.0 / _TAU_SHORT
 _PER_H_LONG: Final = 3600.0 / _TAU_LONG
 # Decay of the 3 h kernel over one hour, and the weight of one hour at a constant rate.
 _HOUR_DECAY_LONG: Final = math.exp(-3600.0 / _TAU_LONG)
+# The exact one-minute sum is kept only while the 15-minute decayed sum is at least this share of the
+# fast-path limit (a minute at the limit implies s15 >= 0.93 x limit; starting at 0.25 x limit means
+# at most ~0.27 x limit of that minute's spend is missed).
+_FAST_PREGATE: Final = 0.25
 # Hour-of-day profile: 24 little-endian int16 of x * _Q; _UNSET marks an empty bucket.
 _Q: Final = 1024.0
 _UNSET: Final = -32768
-_PROFILE_BYTES: Final = 48
-_BLOOM_BYTES: Final = 256
+_PROFILE_INIT: Final = b"\x00\x80" * 24
+# A tenant's profile adds 24 uint8 observation counts after the 24 means.
+_TENANT_PROFILE_INIT: Final = _PROFILE_INIT + bytes(24)
+_BLOOM_BYTES: Final = 128
 _BLOOM_BITS: Final = _BLOOM_BYTES * 8
 _SEED_IP: Final = 0x1F3D5B79
 _SEED_UA: Final = 0x2C4E6A8D
@@ -189,15 +204,16 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     hour: int = 0  # absolute hour (t // 3600) being accumulated
     h_spend: float = 0.0
     h_reqs: int = 0
-    minute: int = 0
-    m_spend: float = 0.0
+    minute: int = 0  # the minute (t // 60) of m_spend, kept only while s15 could reach the fast path
+    m_spend: float | None = None
     s15: float = 0.0  # spend, tau 15 min
     s3h: float = 0.0  # spend, tau 3 h
     x3h: float = 0.0  # expected spend through the same 3 h kernel, at the start of ``hour``
     r15: float = 0.0  # requests, tau 15 min
-    nr15: float = 0.0  # requests from novel sources, tau 15 min
-    ns3h: float = 0.0  # spend from novel sources, tau 3 h
-    err: float = 0.0  # 403/404 responses, tau 15 min
+    # Usually-empty sums are None (1 byte in a snapshot, no object in memory) rather than 0.0.
+    nr15: float | None = None  # requests from novel sources, tau 15 min
+    ns3h: float | None = None  # spend from novel sources, tau 3 h
+    err: float | None = None  # 403/404 responses, tau 15 min
     tried: int = 0  # 64-bit bloom of the models named by those responses
     fx: int = 0  # recent share of calls on the most expensive tier (EW over ~5 calls)
     ux: int = 0  # usual share (EW over hours)
@@ -207,28 +223,34 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     kapp: int = 0  # 64-bit bloom: user agents and models known for this key
     pip: int = 0  # 32-bit bloom: IPs pending (new, not yet trusted)
     papp: int = 0  # 32-bit bloom: user agents / models pending
-    pend_t: float = 0.0  # first time something became pending
+    pend_t: float | None = None  # first time something became pending
     folds: int = -1  # hours folded into the profile (-1: the partial first hour is still open)
     rv: float = -1.0  # variance of hourly log spend around the key's own profile (-1: none yet)
     lcpr: float = 0.0  # EW log $ per request (0: unknown)
     g15: float = _INF  # s15 above this opens the evaluation (inf: not judged yet)
     g3h: float = _INF
     gr15: float = _INF
-    hot_t: float = 0.0  # when the gates last opened (incident start estimate)
-    next_eval: float = 0.0
+    hot_t: float | None = None  # when the gates last opened (incident start estimate)
+    next_eval: float | None = None
     inc: int = 0  # 1 while an incident is open
     new_ip: str | None = None  # the last new source IP / user agent (evidence for an incident)
     new_ua: str | None = None
-    prof: bytearray = msgspec.field(default_factory=lambda: bytearray(b"\x00\x80" * 24))
+    prof: bytearray | None = None  # hour-of-day profile of log hourly spend (from the first fold)
 
 
 class TenantState(msgspec.Struct, array_like=True, gc=False):
-    """One tenant: when it was first seen, the sources its keys use, its per-key seasonal baseline."""
+    """One tenant: when it was first seen, the sources its keys use, what its keys usually spend.
+
+    ``prof`` is the hour-of-day profile of a typical key of the tenant (log spend of the hours in
+    which its keys were used; 24 int16 means and 24 uint8 counts), ``rv`` the spread of its keys
+    around it. Both serve as the prior of a young key of this tenant (a rotated key, a new app).
+    """
 
     moved: float
     born: float = 0.0
     bloom: bytearray = msgspec.field(default_factory=lambda: bytearray(_BLOOM_BYTES))
-    base: SeasonalBaseline | None = None
+    prof: bytearray | None = None
+    rv: float = -1.0
 
 
 class Incident(msgspec.Struct, kw_only=True):
@@ -294,6 +316,19 @@ def _prof_set(prof: bytearray, hod: int, x: float) -> None:
     q = round(x * _Q)
     q = -32767 if q < -32767 else (32767 if q > 32767 else q)
     prof[2 * hod: 2 * hod + 2] = q.to_bytes(2, "little", signed=True)
+
+
+_alphas: dict[float, float] = {}
+
+
+def _alpha(half_life: float) -> float:
+    """EW weight for a half-life (memoised: it is asked for at every hourly fold)."""
+    a = _alphas.get(half_life)
+    if a is None:
+        a = alpha_for_half_life(half_life)
+        if len(_alphas) < 1024:
+            _alphas[half_life] = a
+    return a
 
 
 def _ramp(x: float) -> float:
@@ -376,67 +411,85 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             da = math.exp(dt * _INV_SHORT)
             db = math.exp(dt * _INV_LONG)
             ks.last = t
-            ks.s15 = ks.s15 * da + cost
-            ks.s3h = ks.s3h * db + cost
-            ks.r15 = ks.r15 * da + 1.0
-            nr = ks.nr15
-            if nr:
-                nr *= da
-                ks.nr15 = nr if nr > 1e-3 else 0.0
-            ns = ks.ns3h
-            if ns:
-                ns *= db
-                ks.ns3h = ns if ns > 1e-6 else 0.0
+            s15 = ks.s15 * da + cost
+            s3h = ks.s3h * db + cost
+            r15 = ks.r15 * da + 1.0
             er = ks.err
-            if er:
+            if er is not None:
                 er *= da
                 if er < 0.5:
-                    ks.err = 0.0
+                    er = None
                     ks.tried = 0
-                else:
-                    ks.err = er
+                ks.err = er
+            nr = ks.nr15
+            if nr is not None:
+                nr *= da
+                ks.nr15 = nr if nr > 1e-3 else None
+            ns = ks.ns3h
+            if ns is not None:
+                ns *= db
+                ks.ns3h = ns if ns > 1e-6 else None
             wa = wb = 1.0
         elif dt == 0.0:
-            ks.s15 += cost
-            ks.s3h += cost
-            ks.r15 += 1.0
+            s15 = ks.s15 + cost
+            s3h = ks.s3h + cost
+            r15 = ks.r15 + 1.0
+            er = ks.err
             wa = wb = 1.0
         else:
             wa = math.exp(-dt * _INV_SHORT)
             wb = math.exp(-dt * _INV_LONG)
-            ks.s15 += cost * wa
-            ks.s3h += cost * wb
-            ks.r15 += wa
+            s15 = ks.s15 + cost * wa
+            s3h = ks.s3h + cost * wb
+            r15 = ks.r15 + wa
+            er = ks.err
+        ks.s15 = s15
+        ks.s3h = s3h
+        ks.r15 = r15
         if novel:
-            ks.nr15 += wa
-            ks.ns3h += cost * wb
+            ks.nr15 = (ks.nr15 or 0.0) + wa
+            ks.ns3h = (ks.ns3h or 0.0) + cost * wb
         status = event.status
         if status == 403 or status == 404:
-            ks.err += wa
+            er = (er or 0.0) + wa
+            ks.err = er
             ks.tried |= mbits
         ks.h_spend += cost
         ks.h_reqs += 1
-        minute = int(t // 60.0)
-        if minute != ks.minute:
-            if minute > ks.minute:
+        fast = False
+        if s15 >= p.fast_path_usd_per_min * _FAST_PREGATE:
+            # Only then can one minute hold the fast-path limit: keep its tumbling sum.
+            minute = int(t // 60.0)
+            ms = ks.m_spend
+            if minute == ks.minute:
+                ms = (ms or 0.0) + cost
+                ks.m_spend = ms
+            elif minute > ks.minute:
                 ks.minute = minute
-                ks.m_spend = cost
-        else:
-            ks.m_spend += cost
-        ks.fx += ((100 if top else 0) - ks.fx) // 5
+                ks.m_spend = ms = cost
+            fast = ks.minute == minute and ms is not None and ms >= p.fast_path_usd_per_min
+        # Integer EWs (~5 calls) of the top-tier share and the output share, in percent.
+        fx = ks.fx
+        if top:
+            if fx < 96:
+                ks.fx = fx + (100 - fx) // 5
+        elif fx:
+            ks.fx = fx - (fx + 4) // 5
         out = event.output_tokens
-        ks.fo += (100 * out // (out + event.input_tokens + 1) - ks.fo) // 5
+        fo = ks.fo
+        ks.fo = fo + (100 * out // (out + event.input_tokens + 1) - fo) // 5
 
         if ks.inc:
             self._during(key, event, cost, novel)
-        elif not (ks.s15 > ks.g15 or ks.s3h > ks.g3h or ks.r15 > ks.gr15 or ks.err >= p.enum_min_errors
-                  or ks.m_spend >= p.fast_path_usd_per_min):
-            if ks.hot_t:
-                ks.hot_t = 0.0
+        elif not (s15 > ks.g15 or s3h > ks.g3h or r15 > ks.gr15 or fast
+                  or (er is not None and er >= p.enum_min_errors)):
+            if ks.hot_t is not None:
+                ks.hot_t = None
             return None
-        if not ks.hot_t:
+        if ks.hot_t is None:
             ks.hot_t = t
-        if t < ks.next_eval and ks.m_spend < p.fast_path_usd_per_min:
+        ne = ks.next_eval
+        if ne is not None and t < ne and not fast:
             return None
         return self._evaluate(key, ks, event, t, p, novel)
 
@@ -469,12 +522,12 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
             if key in st.open:
                 ks.inc = 1
-            self._prepare(ks, tn, tid, ks.hour, self.params_for(tid))
+            self._prepare(ks, tn, tid, ks.hour, self.context.calendar.utc_offset(tid, t), self.params_for(tid))
         return ks
 
     @staticmethod
     def _new_key(t: float) -> KeyState:
-        return KeyState(moved=t, last=t, hour=int(t // 3600.0), minute=int(t // 60.0))
+        return KeyState(moved=t, last=t, hour=int(t // 3600.0))
 
     def _unknown(self, ks: KeyState, event: UsageEvent, s: str, bits: int, seed: int, t: float,
                  p: SpendSpikeParams) -> bool:
@@ -494,7 +547,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         pb = _fold32(bits)
         pend = ks.pip if is_ip else ks.papp
         if pend & pb == pb:
-            if t - ks.pend_t >= p.novelty_s and not ks.inc:
+            if ks.pend_t is not None and t - ks.pend_t >= p.novelty_s and not ks.inc:
                 _bloom_add(tn.bloom, s, seed)
                 self._learn(ks, bits, is_ip)
                 return False
@@ -524,7 +577,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         p = self.params_for(tid)
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
         first = ks.hour
-        self._fold(ks, tn, tid, first, ks.h_spend, ks.h_reqs, p)
+        # One time-zone lookup per roll: the offset of the current hour serves the folded ones too
+        # (a DST change shifts one fold by an hour, once or twice a year).
+        off = self.context.calendar.utc_offset(tid, t)
+        self._fold(ks, tn, first, off, ks.h_spend, ks.h_reqs, p)
         # Idle hours fold as zero spend; after a long absence only the most recent ones.
         idle_from = first + 1
         if hour - idle_from > p.max_fold_hours - 1:
@@ -532,21 +588,31 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             ks.x3h *= math.exp(-3600.0 * skipped / _TAU_LONG)
             idle_from += skipped
         for h in range(idle_from, hour):
-            self._fold(ks, tn, tid, h, 0.0, 0, p)
+            self._fold(ks, tn, h, off, 0.0, 0, p, True)
         ks.hour = hour
         ks.h_spend = 0.0
         ks.h_reqs = 0
-        if (ks.pip or ks.papp) and not ks.inc and t - ks.pend_t >= 2.0 * p.novelty_s:
+        if ks.pend_t is not None and not ks.inc and t - ks.pend_t >= 2.0 * p.novelty_s:
             ks.pip = ks.papp = 0  # stale pending entries; anything still in use re-enters
+            ks.pend_t = None
             ks.new_ip = ks.new_ua = None
-        self._prepare(ks, tn, tid, hour, p)
+        self._prepare(ks, tn, tid, hour, off, p)
 
-    def _fold(self, ks: KeyState, tn: TenantState, tid: str, h: int, spend: float, reqs: int,
-              p: SpendSpikeParams) -> None:
-        """Hour ``h`` of the key is over: advance the expected 3 h window, learn from the hour."""
+    def _fold(self, ks: KeyState, tn: TenantState, h: int, off: float, spend: float, reqs: int,
+              p: SpendSpikeParams, idle: bool = False) -> None:
+        """Hour ``h`` of the key is over: advance the expected 3 h window, learn from the hour.
+
+        An idle hour (no call) only teaches the key's own profile: the tenant and
+        population baselines describe the hours in which keys are used, and an idle
+        hour costs little (a key used every few hours folds all the hours between).
+        """
         floor = p.spend_floor_usd_per_h
-        how = self.context.calendar.hour_of_week(tid, h * 3600.0 + 1800.0)
-        mu, _ = self._expect(ks, tn, how, p)
+        how = hour_of_week_utc(h * 3600.0 + 1800.0, off)
+        hod = how % 24
+        prof = ks.prof
+        q = _UNSET if prof is None else _prof_get(prof, hod)
+        # An idle hour of a key with two days of profile is expected as its profile says (no priors).
+        mu = q / _Q if idle and q != _UNSET and ks.folds >= 48 else self._expect(ks, tn, how, p)[0]
         expected = math.exp(mu) - floor
         ks.x3h = ks.x3h * _HOUR_DECAY_LONG + (expected if expected > 0.0 else 0.0) / _PER_H_LONG * (
             1.0 - _HOUR_DECAY_LONG)
@@ -559,26 +625,39 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if ks.inc:
             return  # frozen while an incident is open
         x = math.log(spend + floor)
-        hod = how % 24
-        q = _prof_get(ks.prof, hod)
+        if prof is None:
+            prof = ks.prof = bytearray(_PROFILE_INIT)
         if q == _UNSET:
-            _prof_set(ks.prof, hod, x)
+            _prof_set(prof, hod, x)
         else:
             m = q / _Q
             # The key's own day-to-day variability at the same hour (running mean first, then EW).
             r = x - m
             k = ks.folds - 23
             a = 1.0 / k if k > 1 else 1.0
-            amin = alpha_for_half_life(p.variance_half_life_hours)
+            amin = _alpha(p.variance_half_life_hours)
             ks.rv = r * r if ks.rv < 0.0 else ks.rv + (a if a > amin else amin) * (r * r - ks.rv)
             a = 1.0 / (ks.folds // 24 + 1)
-            amin = alpha_for_half_life(p.key_half_life_days)
-            _prof_set(ks.prof, hod, m + (a if a > amin else amin) * r)
+            amin = _alpha(p.key_half_life_days)
+            _prof_set(prof, hod, m + (a if a > amin else amin) * r)
         ks.folds += 1
-        at = alpha_for_half_life(p.tenant_half_life_obs)
-        if tn.base is None:
-            tn.base = new_baseline()
-        baseline_update(tn.base, how, x, at)
+        if idle:
+            return
+        at = _alpha(p.tenant_half_life_obs)
+        tp = tn.prof
+        if tp is None:
+            tp = tn.prof = bytearray(_TENANT_PROFILE_INIT)
+        n = tp[24 * 2 + hod]
+        if n == 0:
+            _prof_set(tp, hod, x)
+        else:
+            m = _prof_get(tp, hod) / _Q
+            r = x - m
+            tn.rv = r * r if tn.rv < 0.0 else tn.rv + at * (r * r - tn.rv)
+            a = 1.0 / (n + 1)
+            _prof_set(tp, hod, m + (a if a > at else at) * r)
+        if n < 255:
+            tp[24 * 2 + hod] = n + 1
         baseline_update(self.state.population, how, x, at)
         if reqs:
             if spend > 0.0:
@@ -589,33 +668,37 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
 
     def _expect(self, ks: KeyState, tn: TenantState | None, how: int, p: SpendSpikeParams) -> tuple[float, float]:
         """Expected log hourly spend of the key at hour-of-week ``how``, and its variance."""
-        floor_x = math.log(p.spend_floor_usd_per_h)
-        pm, pv, _ = baseline_expect(self.state.population, how, floor_x, 4.0, 1.0, p.shrink)
-        base = tn.base if tn is not None else None
-        if base is not None:
-            pm, pv, _ = baseline_expect(base, how, pm, pv, 1.0, p.shrink)
-        q = _prof_get(ks.prof, how % 24)
+        pop = self.state.population
+        pm, pv, _ = baseline_expect(pop, how, math.log(p.spend_floor_usd_per_h), 4.0, 1.0, p.shrink)
+        week = baseline_week_effect(pop, how, p.shrink)  # weekday/weekend, from everyone's hour of week
+        hod = how % 24
+        tp = tn.prof if tn is not None else None
+        if tp is not None and tn is not None:
+            nt = tp[24 * 2 + hod]
+            if nt:
+                w = nt / (nt + p.shrink)
+                pm += w * (_prof_get(tp, hod) / _Q + week - pm)
+                pv = w * (tn.rv if tn.rv >= 0.0 else pv) + (1.0 - w) * pv
+        prof = ks.prof
+        q = _UNSET if prof is None else _prof_get(prof, hod)
         if q == _UNSET:
             return pm, pv
         n = ks.folds // 24
         if n < 1:
             n = 1
         w = n / (n + p.prior_days)
-        km = q / _Q
-        if base is not None:
-            km += baseline_week_effect(base, how, p.shrink)
+        km = q / _Q + week
         kv = ks.rv if ks.rv >= 0.0 else pv
         d = km - pm
         return pm + w * d, w * kv + (1.0 - w) * pv + w * (1.0 - w) * d * d
 
-    def _baseline_now(self, ks: KeyState, tn: TenantState | None, tid: str, t: float,
+    def _baseline_now(self, ks: KeyState, tn: TenantState | None, how: int,
                       p: SpendSpikeParams) -> tuple[float, float, float]:
         """Expected $/h (floor included) for the 15-minute window and for this hour, and the log-scale sd.
 
         The 15-minute window is held to the highest expectation of the hour and
         its neighbours, so that a job starting a few minutes early is no spike.
         """
-        how = self.context.calendar.hour_of_week(tid, t)
         prev = self._expect(ks, tn, how - 1, p)[0]
         mu, var = self._expect(ks, tn, how, p)
         nxt = self._expect(ks, tn, how + 1, p)[0]
@@ -635,13 +718,13 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         d = math.exp(-dt / _TAU_LONG)
         return (ks.x3h * d) * _PER_H_LONG + rate * (1.0 - d) + floor
 
-    def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, p: SpendSpikeParams) -> None:
+    def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, off: float, p: SpendSpikeParams) -> None:
         """Gates for this hour: the window sums above which the key is worth scoring."""
         t = hour * 3600.0
         if t - tn.born < p.tenant_warmup_s:
             ks.g15 = ks.g3h = ks.gr15 = _INF
             return
-        e15, e_now, sd = self._baseline_now(ks, tn, tid, t + 1800.0, p)
+        e15, e_now, sd = self._baseline_now(ks, tn, hour_of_week_utc(t + 1800.0, off), p)
         floor = p.spend_floor_usd_per_h
         # The expected 3 h sum moves monotonically within the hour: gate on its lower end.
         e3h = min(self._expected_3h(ks, t, e_now, floor), self._expected_3h(ks, t + 3600.0, e_now, floor))
@@ -665,12 +748,13 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         tid = event.tenant_id
         tn = st.tenants.get(tid)
         warm = tn is not None and t - tn.born >= p.tenant_warmup_s
-        fast = ks.m_spend >= p.fast_path_usd_per_min
+        m_spend = ks.m_spend if ks.m_spend is not None and ks.minute == int(t // 60.0) else 0.0
+        fast = m_spend >= p.fast_path_usd_per_min
         inc = st.open.get(key)
         if not (warm or fast or inc is not None):
             return None
         floor = p.spend_floor_usd_per_h
-        e15, e_now, sd = self._baseline_now(ks, tn, tid, t, p)
+        e15, e_now, sd = self._baseline_now(ks, tn, self.context.calendar.hour_of_week(tid, t), p)
         e3h = self._expected_3h(ks, t, e_now, floor)
         tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
         tol15 = tol + math.log(p.short_window_slack)
@@ -702,7 +786,9 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             ereq = max(e15 - floor, 0.0) / math.exp(ks.lcpr)
             if warm and req_h - ereq >= p.min_excess_requests_per_h:
                 s_rate = _ramp((math.log((req_h + 1.0) / (ereq + 1.0)) - tol15) / span)
-        errs = ks.err
+        errs = ks.err or 0.0
+        nr15 = ks.nr15 or 0.0
+        ns3h = ks.ns3h or 0.0
         distinct = ks.tried.bit_count() // 2
         s_enum = 0.0
         if warm and errs >= p.enum_min_errors:
@@ -712,9 +798,9 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         off_hours = not self.context.calendar.is_business_hours(tid, t)
         if gate:
             if ks.r15 > 0.5:
-                s_nov = ks.nr15 / ks.r15
-            if ks.s3h > 0.0 and ks.ns3h / ks.s3h > s_nov:
-                s_nov = ks.ns3h / ks.s3h
+                s_nov = nr15 / ks.r15
+            if ks.s3h > 0.0 and ns3h / ks.s3h > s_nov:
+                s_nov = ns3h / ks.s3h
             s_nov = _ramp(s_nov)
             if ks.fx > ks.ux:
                 s_exp = _ramp((ks.fx - ks.ux) / (100 - ks.ux))
@@ -733,7 +819,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         score = min(1.0, sum(signals.values()))
         risk = excess if excess > 0.0 else 0.0
         if fast:
-            fast_risk = ks.m_spend * 60.0 - expected
+            fast_risk = m_spend * 60.0 - expected
             if fast_risk > risk:
                 risk = fast_risk
             if score < p.fast_path_score:
@@ -746,11 +832,11 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 return None
             if len(st.open) >= p.max_keys:
                 return None  # bounded: a flood of incidents is itself visible through the open ones
-            first = ks.hot_t if 0.0 < ks.hot_t <= t else t
+            first = ks.hot_t if ks.hot_t is not None and ks.hot_t <= t else t
             inc = Incident(tenant=tid, first_seen=first, last_hot=t, last_ts=t)
-            if ks.new_ip is not None and (ks.nr15 > 0.0 or ks.ns3h > 0.0):
+            if ks.new_ip is not None and (nr15 > 0.0 or ns3h > 0.0):
                 inc.new_ips.append(ks.new_ip)
-            if ks.new_ua is not None and (ks.nr15 > 0.0 or ks.ns3h > 0.0):
+            if ks.new_ua is not None and (nr15 > 0.0 or ns3h > 0.0):
                 inc.new_user_agents.append(ks.new_ua)
             st.open[key] = inc
             ks.inc = 1
@@ -785,12 +871,12 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             "tolerance_ratio": _r(math.exp(tol), 2),
             "requests_per_hour": _r(req_h, 1),
             "baseline_requests_per_hour": _r(ereq, 1) if ereq >= 0.0 else None,
-            "usd_last_minute": _r(ks.m_spend),
+            "usd_last_minute": _r(m_spend),
             "fast_path_usd_per_min": p.fast_path_usd_per_min,
             "errors_403_404_15m": _r(errs, 1),
             "models_tried_in_errors": distinct,
-            "novel_request_share_15m": _r(ks.nr15 / ks.r15 if ks.r15 > 0.0 else 0.0, 3),
-            "novel_spend_share_3h": _r(ks.ns3h / ks.s3h if ks.s3h > 0.0 else 0.0, 3),
+            "novel_request_share_15m": _r(nr15 / ks.r15 if ks.r15 > 0.0 else 0.0, 3),
+            "novel_spend_share_3h": _r(ns3h / ks.s3h if ks.s3h > 0.0 else 0.0, 3),
             "new_ips": list(inc.new_ips),
             "new_user_agents": list(inc.new_user_agents),
             "top_models": _top_models(inc.models),
@@ -817,7 +903,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if "spend" in signals or "rate" in signals:
             title = f"API key {key} spending {ratio:.1f}x its baseline" + (" " + ", ".join(marks) if marks else "")
         elif fast:
-            title = f"API key {key} spent ${ks.m_spend:.2f} in one minute (limit ${p.fast_path_usd_per_min:g}/min)"
+            title = f"API key {key} spent ${m_spend:.2f} in one minute (limit ${p.fast_path_usd_per_min:g}/min)"
         else:
             title = f"API key {key} " + (", ".join(marks) if marks else "behaving unusually")
         summary = (
@@ -935,10 +1021,11 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
 def _reset_after_incident(ks: KeyState) -> None:
     """The incident is over: its spend was reported, its sources were never trusted; start the windows afresh."""
     ks.inc = 0
-    ks.hot_t = 0.0
+    ks.hot_t = None
     ks.pip = ks.papp = 0
     ks.new_ip = ks.new_ua = None
-    ks.s15 = ks.s3h = ks.r15 = ks.nr15 = ks.ns3h = ks.err = ks.m_spend = 0.0
+    ks.s15 = ks.s3h = ks.r15 = 0.0
+    ks.nr15 = ks.ns3h = ks.err = ks.m_spend = ks.pend_t = None
     ks.tried = 0
 
 
