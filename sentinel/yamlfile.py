@@ -83,7 +83,8 @@ def _convert(node: yaml.Node, path: Loc, doc: LocatedDoc, errors: list[RuleError
                 _scalar(key_node)
             )
             if not isinstance(key, (str, int)):
-                errors.append(RuleError(doc.file, key_node.start_mark.line + 1, format_loc(path), "keys must be strings"))
+                line = key_node.start_mark.line + 1
+                errors.append(RuleError(doc.file, line, format_loc(path), "keys must be strings"))
                 continue
             key_s = str(key)
             if key_s in out:
@@ -125,11 +126,20 @@ def load_located_text(text: str, name: str) -> LocatedDoc:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         raise RulesFileError([RuleError(name, line, "", f"YAML syntax: {err.problem or err}")]) from None
+    except yaml.YAMLError as err:  # e.g. ReaderError: a control character in the text
+        raise RulesFileError([RuleError(name, None, "", f"YAML: {err}")]) from None
     if node is None:
         doc.data = {}
         return doc
     errors: list[RuleError] = []
-    doc.data = _convert(node, (), doc, errors)
+    try:
+        doc.data = _convert(node, (), doc, errors)
+    except yaml.MarkedYAMLError as err:  # e.g. an unconstructable tag such as a bare "="
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise RulesFileError([RuleError(name, line, "", f"YAML value: {err.problem or err}")]) from None
+    except (ValueError, TypeError, RecursionError) as err:
+        raise RulesFileError([RuleError(name, None, "", f"YAML value: {err}")]) from None
     if errors:
         raise RulesFileError(errors)
     return doc
