@@ -29,7 +29,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-_ROUTE_PREFIX_RE: Final = re.compile(r"^(?:(?:us|eu|apac|global|jp|au)\.)?(?:anthropic|meta|amazon|mistral|cohere|ai21)\.")
+_ROUTE_PREFIX_RE: Final = re.compile(
+    r"^(?:(?:us|eu|apac|global|jp|au)\.)?(?:anthropic|meta|amazon|mistral|cohere|ai21)\."
+)
 _VERSION_SUFFIX_RES: Final = (
     re.compile(r"-v\d+(?::\d+)?$"),
     re.compile(r"[-@]\d{4}-\d{2}-\d{2}$"),

@@ -54,7 +54,9 @@ def _make(name: str, **overrides: Any) -> Detector[Any, Any]:
     return cls(params, _context(name))
 
 
-def run(det: Detector[Any, Any], events: list[UsageEvent], next_tick: float | None = None) -> tuple[list[Finding], float | None]:
+def run(
+    det: Detector[Any, Any], events: list[UsageEvent], next_tick: float | None = None
+) -> tuple[list[Finding], float | None]:
     """Feed events the way the pipeline does: ticks at each TICK_S boundary of event time."""
     out: list[Finding] = []
     for ev in events:
