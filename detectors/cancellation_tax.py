@@ -99,7 +99,7 @@ class Incident(msgspec.Struct, array_like=True, gc=False):
 
 
 class FeatureState(msgspec.Struct, array_like=True, gc=False):
-    """Per tenant x feature: the current window's sums and the two baselines."""
+    """Per tenant x feature: the current window's sums and the baselines."""
 
     moved: float
     win_end: float = 0.0
@@ -173,8 +173,9 @@ def split_key(key: str) -> tuple[str, str]:
 class CancellationTax(Detector[CancellationTaxParams, CancellationTaxState]):
     """Spend on cancelled attempts (billed after the user pressed stop) jumps for a feature.
 
-    Cancelled share of spend and cancelled $/day per ``tenant_id`` x
-    ``feature`` against their own baselines. See the module docstring.
+    Cancelled share of attempts and cancelled $/day per ``tenant_id`` x
+    ``feature`` against their own baselines, for cancelled attempts billed
+    (nearly) in full. See the module docstring.
     """
 
     name: ClassVar[str] = "cancellation_tax"

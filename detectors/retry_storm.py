@@ -5,8 +5,9 @@ An SDK that retries 3 times under a gateway that retries 3 times bills up to
 the ``request_id`` of the logical request, so the detector counts:
 
 * attempts per ``request_id``, in a bounded map with a short TTL
-  (``request_ttl_s``): an attempt whose request id is already in the map, or
-  whose ``attempt`` field is above 1, is a *retried* attempt;
+  (``request_ttl_s``, two generations dropped whole): an attempt whose request
+  id is already in the map, or whose ``attempt`` field is above 1, is a
+  *retried* attempt;
 * per ``api_key_id`` x ``feature``, in tumbling windows of ``window_s``:
   attempts, logical requests (distinct request ids), retried attempts, their
   cost, and the HTTP status codes of failed attempts (what caused the retries);
@@ -130,10 +131,12 @@ class FeatureKeyState(msgspec.Struct, array_like=True, gc=False):
 
 class RetryStormState(msgspec.Struct):
     keys: dict[str, FeatureKeyState] = msgspec.field(default_factory=dict)
-    # request_id -> event time of its first attempt, in first-seen order (expired from the front)
-    requests: dict[str, float] = msgspec.field(default_factory=dict)
-    # request_id -> attempts seen, for request ids seen more than once (a subset of ``requests``)
-    retries: dict[str, int] = msgspec.field(default_factory=dict)
+    # request_id -> attempts seen, in two generations: ids first seen since ``gen_start`` and the
+    # generation before. Every request_ttl_s / 2 the older one is dropped whole, so an id is
+    # remembered for between half the TTL and the TTL, and expiry costs nothing per id.
+    requests: dict[str, int] = msgspec.field(default_factory=dict)
+    requests_old: dict[str, int] = msgspec.field(default_factory=dict)
+    gen_start: float = 0.0
     open: dict[str, int] = msgspec.field(default_factory=dict)
     key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     request_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
@@ -187,7 +190,7 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         super().__init__(params, context, tenant_params)
         m = params.max_keys
         self._cap_keys = max(1, m // 2)
-        self._cap_requests = max(1, m - m // 2)
+        self._cap_generation = max(1, (m - m // 2) // 2)  # per generation: both fit in their share
         self._alpha = alpha_for_half_life(params.half_life_windows)
         # Read per event: kept as plain attributes (pydantic attribute reads are slow).
         self._window_s = params.window_s
@@ -204,18 +207,21 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             n_att = attempt
         else:
             reqs = st.requests
-            if rid in reqs:
+            seen = reqs.get(rid)
+            if seen is None:
+                seen = st.requests_old.get(rid)
+            if seen is not None:
                 new_request = False
-                retries = st.retries
-                n_att = retries.get(rid, 1) + 1
+                n_att = seen + 1
                 first_retry = n_att == 2
-                retries[rid] = n_att
+                reqs[rid] = n_att
                 if attempt > n_att:
                     n_att = attempt
             else:
-                reqs[rid] = t
-                if len(reqs) > self._cap_requests:
-                    self._evict_requests()
+                if len(reqs) >= self._cap_generation:
+                    self._rotate(t, early=True)
+                    reqs = st.requests
+                reqs[rid] = 1
                 new_request = True
                 first_retry = attempt > 1  # a retry whose earlier attempts we did not see
                 n_att = attempt
@@ -265,22 +271,21 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             return None
         return self._judge(key, k, self.params_for(tenant), t, event)
 
-    def _evict_requests(self) -> None:
-        """Drop the oldest request ids past the cap (the dict is in first-seen order)."""
+    def _rotate(self, t: float, early: bool = False) -> None:
+        """Start a new generation of request ids; the one before the current is forgotten.
+
+        ``early``: the current generation is full before its time (more requests per
+        ``request_ttl_s`` than the cap holds), counted in ``request_stats.evicted``.
+        """
         st = self.state
-        reqs = st.requests
-        retries = st.retries
-        # Evict a little more than needed so that a full map does not pay this on every new request.
-        excess = len(reqs) - self._cap_requests + self._cap_requests // 64
-        victims = []
-        for rid in reqs:
-            victims.append(rid)
-            if len(victims) >= excess:
-                break
-        for rid in victims:
-            del reqs[rid]
-            retries.pop(rid, None)
-        st.request_stats.evicted += len(victims)
+        dropped = len(st.requests_old)
+        st.requests_old = st.requests
+        st.requests = {}
+        st.gen_start = t
+        if early:
+            st.request_stats.evicted += dropped
+        else:
+            st.request_stats.expired += dropped
 
     def _close_window(self, k: FeatureKeyState, window_s: float) -> None:
         if k.w_req >= _MIN_BASELINE_REQUESTS and k.inc is None:
@@ -432,31 +437,25 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
                 out.append(f)
             for key in done:
                 del st.open[key]
-        self._expire_requests(now - self.params.request_ttl_s)
+        ttl = self.params.request_ttl_s
+        if now - st.gen_start >= ttl:
+            st.request_stats.expired += len(st.requests) + len(st.requests_old)
+            st.requests = {}
+            st.requests_old = {}
+            st.gen_start = now
+        elif now - st.gen_start >= ttl / 2.0:
+            self._rotate(now)
         expire_idle(st.keys, now, self.params.idle_ttl_s, st.key_stats)
         return out
-
-    def _expire_requests(self, limit: float) -> None:
-        st = self.state
-        reqs = st.requests
-        retries = st.retries
-        victims = []
-        for rid, first in reqs.items():
-            # First-seen order is time order up to the allowed lateness: stop at the first young one.
-            if first >= limit:
-                break
-            victims.append(rid)
-        for rid in victims:
-            del reqs[rid]
-            retries.pop(rid, None)
-        st.request_stats.expired += len(victims)
 
     def is_warm(self, key: str) -> bool:
         k = self.state.keys.get(key)
         return k is not None and k.n_base >= self.params_for(k.tenant).warm_windows
 
     def tracked_keys(self) -> int:
-        return len(self.state.keys) + len(self.state.requests)
+        st = self.state
+        return len(st.keys) + len(st.requests) + len(st.requests_old)
 
     def evicted_keys(self) -> int:
-        return self.state.key_stats.evicted + self.state.request_stats.evicted
+        # Request ids are a short-lived cache (see _rotate), not entity keys: only key x feature counts.
+        return self.state.key_stats.evicted

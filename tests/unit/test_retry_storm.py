@@ -195,6 +195,11 @@ def test_state_is_bounded_and_request_ids_expire() -> None:
     evs = [f.event(T0 + i * 0.5, api_key_id=f"key_{i % 7}", feature="f", request_id=f"rid{i}") for i in range(2000)]
     run(det, evs)
     assert det.tracked_keys() <= 100
-    assert len(det.state.requests) <= 50
-    det.tick(T0 + 2000 * 0.5 + 200.0)
-    assert len(det.state.requests) == 0 and not det.state.retries
+    assert len(det.state.requests) + len(det.state.requests_old) <= 50
+    assert det.evicted_keys() == 0, "request ids dropped at the cap are not entity keys"
+    assert det.state.request_stats.evicted > 0
+    end = T0 + 2000 * 0.5
+    det.tick(end + 61.0)  # half the TTL: the older generation goes
+    det.tick(end + 200.0)  # the whole TTL: both go
+    assert not det.state.requests and not det.state.requests_old
+    assert det.tracked_keys() == 7
