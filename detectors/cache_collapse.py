@@ -1,36 +1,55 @@
-"""cache_collapse: the prompt-cache hit ratio of a tenant's model family or prompt prefix falls and stays down.
+"""cache_collapse: the prompt-cache hit ratio of a tenant's workload or prompt prefix falls and stays down.
 
 Method. The hit ratio is token-weighted: ``sum(cached_input_tokens) /
-sum(input_tokens)``. Per key -- tenant x model family (``prices.resolve(model).family``)
-and prompt prefix (``prefix_hash``) -- two exponentially decayed sums of both
-token counts give a *current* ratio (half-life ``fast_half_life_s``) and a
-*baseline* ratio (half-life ``base_half_life_s``). Decay is applied in
-event-time minutes, once per key and minute, so the hot path only adds.
+sum(input_tokens)``. It is kept per *workload* -- tenant x model family
+(``prices.resolve(model).family``) x ``feature`` when the event carries one
+(one code path, one prompt template, one caching setup) -- and per prompt
+prefix (``prefix_hash``). Two exponentially decayed sums of both token counts
+give a *current* ratio (half-life ``fast_half_life_s``) and a *baseline* ratio
+(half-life ``base_half_life_s``). Decay is applied once per key and
+event-time minute, so the hot path only adds to the minute's sums.
+
+Real traffic makes the token-weighted ratio noisy: a few very long prompts
+dominate a minute, and the share of prompt bytes a cache can serve drifts
+over hours with the workload. A collapse is different in kind: the cache stops
+serving requests at all. So beside the ratio, each key counts the share of
+cache-eligible requests (``min_cacheable_tokens`` or more) served with zero
+cached tokens: typically well under 90 % in normal traffic, ~100 % when the
+prefix changes on every request, a model version runs without a cache, or
+``cache_control`` is dropped.
 
 Once a minute per key, the drop ``x = baseline - current`` feeds a one-sided
 CUSUM (Page 1954, :mod:`detectors.changepoint`) with allowance ``cusum_k``.
-An episode opens when ``x >= min_abs_drop`` (the baseline is frozen from
-then on, so it does not learn the collapse) and closes when ``x`` falls below
-``min_abs_drop * clear_frac``. A finding needs all of: the episode lasted
-``min_duration_s``, the CUSUM reached ``cusum_h`` (ratio x minutes), and the
-drop is still at least ``min_abs_drop``. With the default 2-minute current
-half-life, a full collapse that recovers after 10 minutes keeps the episode
-open about 12 minutes: under the 15-minute minimum.
+An episode opens when ``x >= min_abs_drop`` and the current zero-hit share is
+at least ``clear_zero_share``; the baseline is frozen from then on, so it does
+not learn the collapse. It closes when ``x < min_abs_drop * clear_frac`` or
+the zero-hit share falls under ``clear_zero_share`` again. A finding needs all of:
+the episode lasted ``min_duration_s``, the CUSUM reached ``cusum_h`` (ratio x
+minutes), the drop is still at least ``min_abs_drop``, and over the episode at
+least ``min_episode_requests`` eligible requests came, ``min_zero_share`` of
+them without a hit. With the default 2-minute current half-life, a full
+collapse that recovers after 10 minutes keeps the episode open about 12
+minutes: under the 15-minute minimum.
 
-The cause is named from the same key's state:
+The cause is named from the workload's state:
 
 * ``model_version_change`` -- a raw model name new to the family (first seen
-  at most ``model_lookback_s`` before the episode) carries most of the
-  current tokens and has a hit ratio at most ``near_zero_ratio``;
+  at most ``model_lookback_s`` before the episode) carries most of the tokens
+  since it appeared and has a hit ratio at most ``near_zero_ratio``;
 * ``prefix_churn`` -- the share of requests with a never-seen ``prefix_hash``
-  (a first-seen count per request, i.e. distinct prefixes per request) rose
+  (first-seen prefixes per request, i.e. distinct prefixes per request) rose
   by ``churn_rise`` over its baseline, e.g. a timestamp in the system prompt;
-* ``traffic_mix`` -- otherwise.
+* ``prefix_not_cached`` -- (prefix keys) the same prompt prefix as before is
+  no longer served from cache (``cache_control`` dropped, cache disabled);
+* ``traffic_mix`` -- otherwise, for a workload: uncached traffic took over.
+  With no structural cause the episode must gather
+  ``mix_min_episode_requests`` eligible requests before it fires, since
+  bursty workloads have natural cold stretches.
 
 Extra dollars per day = (baseline - current ratio) x current input tokens per
 day x (input - cached input price per token). A prefix key reports only while
-its family is not itself in an episode (one alert per collapse). A firing key
-resolves on recovery, after ``quiet_resolve_s`` without traffic, or after
+its workload is not itself in an episode (one alert per collapse). A firing
+key resolves on recovery, after ``quiet_resolve_s`` without traffic, or after
 ``max_incident_s``, when the new level becomes the baseline.
 """
 
@@ -38,6 +57,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -51,18 +71,30 @@ from sentinel.events import UsageEvent
 
 _LN2 = math.log(2.0)
 _intern = sys.intern
-Cause = Literal["model_version_change", "prefix_churn", "traffic_mix"]
+Cause = Literal["model_version_change", "prefix_churn", "prefix_not_cached", "traffic_mix"]
 
 
 class CacheCollapseParams(DetectorParams):
     fast_half_life_s: float = Field(120.0, gt=0, description="half-life of the current hit ratio")
     base_half_life_s: float = Field(21600.0, gt=0, description="half-life of the baseline hit ratio")
-    min_abs_drop: float = Field(0.2, gt=0, le=1, description="absolute drop of the hit ratio that opens an episode")
+    min_abs_drop: float = Field(0.1, gt=0, le=1, description="absolute drop of the hit ratio that opens an episode")
     clear_frac: float = Field(0.5, ge=0, le=1, description="episode ends when the drop is below min_abs_drop x this")
+    min_cacheable_tokens: int = Field(1024, ge=0, description="prompts this long or longer can be served from cache")
+    min_zero_share: float = Field(
+        0.9, ge=0, le=1, description="share of eligible requests without any cache hit that marks a collapse"
+    )
+    clear_zero_share: float = Field(
+        0.7, ge=0, le=1, description="an episode opens above this zero-hit share, and ends when it falls below"
+    )
+    min_episode_requests: int = Field(20, ge=0, description="eligible requests an episode needs before it fires")
+    mix_min_episode_requests: int = Field(
+        100, ge=0, description="eligible requests an episode with no structural cause (traffic mix) needs to fire"
+    )
+    recover_s: float = Field(1800.0, ge=0, description="a firing key resolves after recovering for this long")
     min_duration_s: float = Field(900.0, ge=0, description="an episode must last this long before it fires")
-    cusum_k: float = Field(0.1, ge=0, description="CUSUM allowance (ratio), about half the smallest drop of interest")
-    cusum_h: float = Field(1.5, gt=0, description="CUSUM decision threshold (ratio x minutes)")
-    warm_minutes: int = Field(60, ge=1, description="active minutes before a key's baseline is trusted")
+    cusum_k: float = Field(0.05, ge=0, description="CUSUM allowance (ratio), about half the smallest drop of interest")
+    cusum_h: float = Field(0.5, gt=0, description="CUSUM decision threshold (ratio x minutes)")
+    warm_minutes: int = Field(30, ge=1, description="active minutes before a key's baseline is trusted")
     warm_tokens: float = Field(200_000.0, ge=0, description="input tokens in the baseline before it is trusted")
     min_window_tokens: float = Field(10_000.0, ge=0, description="input tokens in the current window to judge a minute")
     near_zero_ratio: float = Field(0.05, ge=0, le=1, description="hit ratio of a new model counted as a cold cache")
@@ -75,26 +107,43 @@ class CacheCollapseParams(DetectorParams):
     weight_drop: float = Field(0.5, ge=0, le=1, description="weight of the relative drop (drop / baseline ratio)")
     weight_duration: float = Field(0.2, ge=0, le=1, description="weight of the duration (full at 4 x min_duration_s)")
     weight_cost: float = Field(0.3, ge=0, le=1, description="weight of the extra dollars per day")
-    quiet_resolve_s: float = Field(3600.0, gt=0, description="a firing key without traffic this long resolves")
+    quiet_resolve_s: float = Field(
+        21600.0, gt=0, description="a firing key without traffic this long resolves (silence is not recovery)"
+    )
     max_incident_s: float = Field(3 * 86400.0, gt=0, description="after this long the new level becomes the baseline")
 
 
+class Episode(Cusum, array_like=True, gc=False):
+    """A drop in progress: the CUSUM statistic, when it began, and its eligible / zero-hit request counts."""
+
+    eligible: int = 0
+    zero: int = 0
+
+
 class Ratio(msgspec.Struct, array_like=True, gc=False):
-    """Token sums of one key: the minute being filled (starting at ``moved``), and decayed sums up to it.
+    """Sums of one key: those of the minute being filled, and decayed ones up to the last active minute.
 
     ``moved`` is the start of the event-time minute being filled; the key moves to the end of its keyspace
-    when a new minute starts, so it doubles as the keyspace's touch time.
+    when a new minute starts, so it doubles as the keyspace's touch time. ``idle`` counts the minutes
+    without traffic between the last folded minute and the one being filled: their decay is applied at
+    the next fold, in one multiplication. ``m_elig``/``m_zero`` count the minute's cache-eligible
+    requests and those without any hit; ``z_elig``/``z_zero`` are their decayed sums.
     """
 
     moved: float
     minutes: int = 0
+    idle: int = 0
     m_in: int = 0
     m_cached: int = 0
+    m_elig: int = 0
+    m_zero: int = 0
     fast_in: float = 0.0
     fast_cached: float = 0.0
     base_in: float = 0.0
     base_cached: float = 0.0
-    drop: Cusum | None = None
+    z_elig: float = 0.0
+    z_zero: float = 0.0
+    drop: Episode | None = None
 
 
 class PrefixRatio(Ratio, array_like=True, gc=False):
@@ -102,22 +151,25 @@ class PrefixRatio(Ratio, array_like=True, gc=False):
 
 
 class FamilyRatio(Ratio, array_like=True, gc=False):
-    """Adds what naming the cause needs: the incumbent and newest raw model names, prefix novelty."""
+    """A workload (tenant x family x feature), with what naming the cause needs.
+
+    ``model`` is the incumbent raw model name; ``alt_in``/``alt_cached`` are the tokens of the newest
+    other name since it appeared (``alt_since``), ``alt_total`` all the workload's tokens since then.
+    ``new_fast``/``new_base`` are the share of requests with a never-seen prefix per minute,
+    smoothed like the hit ratios.
+    """
 
     model: str = ""
     model_since: float = 0.0
     alt: str | None = None
     alt_since: float = 0.0
-    m_alt_in: int = 0
-    m_alt_cached: int = 0
-    alt_in: float = 0.0
-    alt_cached: float = 0.0
+    alt_in: int = 0
+    alt_cached: int = 0
+    alt_total: int = 0
     m_req: int = 0
     m_new: int = 0
-    fast_req: float = 0.0
-    fast_new: float = 0.0
-    base_req: float = 0.0
-    base_new: float = 0.0
+    new_fast: float = 0.0
+    new_base: float = 0.0
 
 
 class CacheIncident(msgspec.Struct, array_like=True, gc=False):
@@ -129,6 +181,7 @@ class CacheIncident(msgspec.Struct, array_like=True, gc=False):
     extra_usd_per_day: float
     cause: str
     last: float
+    cleared: float = 0.0
 
 
 class CacheCollapseState(msgspec.Struct):
@@ -156,63 +209,9 @@ def _factor(half_life_s: float) -> float:
     return f
 
 
-def _fold(st: Ratio, ff: float, bf: float) -> None:
-    """Close the minute being filled: fold its sums into the decayed ones (not the baseline during an episode)."""
-    m_in = st.m_in
-    m_cached = st.m_cached
-    st.fast_in = st.fast_in * ff + m_in
-    st.fast_cached = st.fast_cached * ff + m_cached
-    if st.drop is None:
-        st.base_in = st.base_in * bf + m_in
-        st.base_cached = st.base_cached * bf + m_cached
-    st.m_in = st.m_cached = 0
-    st.minutes += 1
-
-
-def _fold_family(fam: FamilyRatio, ff: float, bf: float) -> None:
-    _fold(fam, ff, bf)
-    fam.alt_in = fam.alt_in * ff + fam.m_alt_in
-    fam.alt_cached = fam.alt_cached * ff + fam.m_alt_cached
-    fam.fast_req = fam.fast_req * ff + fam.m_req
-    fam.fast_new = fam.fast_new * ff + fam.m_new
-    if fam.drop is None:
-        fam.base_req = fam.base_req * bf + fam.m_req
-        fam.base_new = fam.base_new * bf + fam.m_new
-        if fam.alt is not None and fam.alt_in >= 0.95 * fam.fast_in:
-            # The newer version took all the traffic without an episode: it is the incumbent now.
-            fam.model = fam.alt
-            fam.model_since = fam.alt_since
-            fam.alt = None
-            fam.alt_in = fam.alt_cached = 0.0
-    fam.m_alt_in = fam.m_alt_cached = fam.m_req = fam.m_new = 0
-
-
-def _idle(st: Ratio, minute: int, ff: float, bf: float) -> None:
-    """Decay the sums over the minutes without traffic between the closed minute and ``minute``."""
-    steps = minute - int(st.moved // 60.0) - 1
-    st.moved = minute * 60.0
-    if steps <= 0:
-        return
-    f = ff**steps
-    st.fast_in *= f
-    st.fast_cached *= f
-    if isinstance(st, FamilyRatio):
-        st.alt_in *= f
-        st.alt_cached *= f
-        st.fast_req *= f
-        st.fast_new *= f
-    if st.drop is None:
-        b = bf**steps
-        st.base_in *= b
-        st.base_cached *= b
-        if isinstance(st, FamilyRatio):
-            st.base_req *= b
-            st.base_new *= b
-
-
 @register
 class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
-    """The token-weighted prompt-cache hit ratio of a tenant's model family or prefix falls and stays down.
+    """The token-weighted prompt-cache hit ratio of a tenant's workload or prefix falls and stays down.
 
     Names the cause (model version change, prefix churn, traffic mix) and the
     extra dollars per day against the baseline ratio; resolves on recovery.
@@ -224,10 +223,13 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     description: ClassVar[str] = "prompt-cache hit ratio collapse, with cause and extra $/day"
 
     def __init__(self, params: CacheCollapseParams, context: DetectorContext,
-                 tenant_params: Any = None) -> None:
+                 tenant_params: Mapping[str, CacheCollapseParams] | None = None) -> None:
         super().__init__(params, context, tenant_params)
         # Memo of model name -> family (a pure function of the price table, not state).
         self._families: dict[str, str] = {}
+        # Per-minute decay factors of the default parameters, read once per key and minute.
+        self._fast_factor = _factor(params.fast_half_life_s)
+        self._base_factor = _factor(params.base_half_life_s)
 
     # -- hot path ---------------------------------------------------------------------------------
 
@@ -245,35 +247,42 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             family = self._family(model)
         t: float = event.ts  # type: ignore[assignment]
         cached = event.cached_input_tokens
-        minute = int(t // 60.0)
-        mstart = minute * 60.0
+        eligible = inp >= p.min_cacheable_tokens
         state = self.state
         out: list[Finding] | None = None
 
-        # tenant x model family
-        fkey = tenant + "\x1f" + family
+        # workload: tenant x api key x model family x feature
+        feature = event.feature
+        fkey = tenant + "\x1f" + event.api_key_id + "\x1f" + family + "\x1f" + (feature or "")
         families = state.families
         fam = families.get(fkey)
         if fam is None:
-            fam = FamilyRatio(mstart, model=_intern(model), model_since=t)
+            fam = FamilyRatio((t // 60.0) * 60.0, model=_intern(model), model_since=t)
             families[fkey] = fam
             cap = max(1, p.max_keys // 10)
             if len(families) > cap:
                 evict_oldest(families, len(families) - cap, state.families_stats)
-        elif mstart > fam.moved:
-            out = self._roll(fam, fkey, minute, p, event, t, fam, families)
+        elif t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
+            out = self._roll(fam, fkey, p, event, t, fam, families)
         fam.m_in += inp
-        fam.m_cached += cached
+        if cached:
+            fam.m_cached += cached
+        if eligible:
+            fam.m_elig += 1
+            if not cached:
+                fam.m_zero += 1
         if model != fam.model:
             if model == fam.alt:
-                fam.m_alt_in += inp
-                fam.m_alt_cached += cached
+                fam.alt_in += inp
+                fam.alt_cached += cached
             else:
                 fam.alt = _intern(model)
                 fam.alt_since = t
-                fam.alt_in = fam.alt_cached = 0.0
-                fam.m_alt_in = inp
-                fam.m_alt_cached = cached
+                fam.alt_in = inp
+                fam.alt_cached = cached
+                fam.alt_total = 0
+        if fam.alt is not None:
+            fam.alt_total += inp
 
         # prompt prefix
         prefix = event.prefix_hash
@@ -291,34 +300,90 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             cap = p.max_keys - max(1, p.max_keys // 10)
             if cap <= 0:
                 return out
-            pre = PrefixRatio(mstart, tenant=_intern(tenant))
+            pre = PrefixRatio((t // 60.0) * 60.0, tenant=_intern(tenant))
             prefixes[pkey] = pre
             if len(prefixes) > cap:
                 evict_oldest(prefixes, len(prefixes) - cap, state.prefixes_stats)
-        elif mstart > pre.moved:
-            found = self._roll(pre, pkey, minute, p, event, t, fam, prefixes)
+        elif t - pre.moved >= 60.0:
+            found = self._roll(pre, pkey, p, event, t, fam, prefixes)
             if found is not None:
                 if out is None:
                     out = found
                 else:
                     out.extend(found)
         pre.m_in += inp
-        pre.m_cached += cached
+        if cached:
+            pre.m_cached += cached
+        if eligible:
+            pre.m_elig += 1
+            if not cached:
+                pre.m_zero += 1
         return out
 
-    def _roll(self, st: Ratio, key: str, minute: int, p: CacheCollapseParams, event: UsageEvent, t: float,
+    def _roll(self, st: Ratio, key: str, p: CacheCollapseParams, event: UsageEvent, t: float,
               fam: FamilyRatio, items: dict[str, Any]) -> list[Finding] | None:
-        """First event of a new minute for ``st``: close the last minute, judge it, keep touch order."""
+        """First event of a new minute for ``st``: close the last minute, judge it, keep touch order.
+
+        The closed minute's sums fold into the decayed ones (the baseline only outside an episode),
+        after the decay of the minutes without traffic before it.
+        """
         del items[key]
         items[key] = st
-        ff = _factor(p.fast_half_life_s)
-        bf = _factor(p.base_half_life_s)
-        if st is fam:
-            _fold_family(fam, ff, bf)
+        if p is self.params:
+            ff = self._fast_factor
+            bf = self._base_factor
         else:
-            _fold(st, ff, bf)
-        found = self._minute(st, key, p, event, t, fam)
-        _idle(st, minute, ff, bf)
+            ff = _factor(p.fast_half_life_s)
+            bf = _factor(p.base_half_life_s)
+        idle = st.idle
+        gf = ff if idle == 0 else ff ** (idle + 1)
+        m_in = st.m_in
+        fast_in = st.fast_in * gf + m_in
+        st.fast_in = fast_in
+        st.fast_cached = st.fast_cached * gf + st.m_cached
+        m_elig = st.m_elig
+        if m_elig or st.z_elig:
+            m_zero = st.m_zero
+            st.z_elig = st.z_elig * gf + m_elig
+            st.z_zero = st.z_zero * gf + m_zero
+            st.m_elig = st.m_zero = 0
+            drop = st.drop
+            if drop is not None:
+                drop.eligible += m_elig
+                drop.zero += m_zero
+        frozen = st.drop is not None
+        if frozen:
+            base_in = st.base_in
+        else:
+            gb = bf if idle == 0 else bf ** (idle + 1)
+            base_in = st.base_in * gb + m_in
+            st.base_in = base_in
+            st.base_cached = st.base_cached * gb + st.m_cached
+        st.m_in = st.m_cached = 0
+        minutes = st.minutes + 1
+        st.minutes = minutes
+        if st is fam:
+            m_req = fam.m_req
+            if m_req:
+                share = fam.m_new / m_req
+                fam.new_fast += (1.0 - ff) * (share - fam.new_fast)
+                if not frozen:
+                    fam.new_base += (1.0 - bf) * (share - fam.new_base)
+                fam.m_req = fam.m_new = 0
+            if fam.alt is not None and not frozen and t - fam.alt_since > p.model_lookback_s:
+                if fam.alt_in >= 0.95 * fam.alt_total:
+                    # The newer version took all the traffic without an episode: it is the incumbent now.
+                    fam.model = fam.alt
+                    fam.model_since = fam.alt_since
+                    fam.alt = None
+                elif fam.alt_in < 0.05 * fam.alt_total:
+                    fam.alt = None  # a stray request long ago: forget it, so a real switch starts afresh
+        found = None
+        if minutes >= p.warm_minutes and base_in >= p.warm_tokens and fast_in >= p.min_window_tokens:
+            found = self._minute(st, key, p, event, t, fam)
+        moved = (t // 60.0) * 60.0
+        st.idle = int((moved - st.moved) // 60.0) - 1
+        st.moved = moved
         return None if found is None else [found]
 
     def _family(self, model: str) -> str:
@@ -332,47 +397,63 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     def _minute(self, st: Ratio, key: str, p: CacheCollapseParams, event: UsageEvent, t: float,
                 fam: FamilyRatio) -> Finding | None:
-        """Judge the minute that just ended for ``st``; returns a finding to emit, if any."""
-        if st.minutes < p.warm_minutes or st.base_in < p.warm_tokens or st.fast_in < p.min_window_tokens:
-            return None
+        """Judge the minute that just ended for a warm ``st``; returns a finding to emit, if any."""
         base = st.base_cached / st.base_in
         cur = st.fast_cached / st.fast_in
         x = base - cur
+        zero_share = st.z_zero / st.z_elig if st.z_elig > 0.0 else 0.0
         drop = st.drop
-        ikey = ("f" if st is fam else "p") + key
+        incidents = self.state.incidents
         if drop is None:
-            if x < p.min_abs_drop:
-                return None
-            drop = st.drop = Cusum(0.0, t)
+            if x < p.min_abs_drop or zero_share < p.clear_zero_share:
+                if not incidents:
+                    return None
+                ikey = ("f" if st is fam else "p") + key
+                inc = incidents.get(ikey)
+                if inc is None or not inc.cleared or t - inc.cleared < p.recover_s:
+                    return None
+                del incidents[ikey]
+                return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4),
+                                               "zero_hit_share": round(zero_share, 4)}, "recovered")
+            drop = st.drop = Episode(0.0, t)
         s = cusum_down(drop, cur, base, p.cusum_k, t)
-        if x < p.min_abs_drop * p.clear_frac:
+        ikey = ("f" if st is fam else "p") + key
+        inc = incidents.get(ikey) if incidents else None
+        if x < p.min_abs_drop * p.clear_frac or zero_share < p.clear_zero_share:
+            # Recovering. A firing incident stays open for recover_s, so that a collapse which comes
+            # back (bursty traffic, another client of the same workload in between) stays one incident.
             st.drop = None
-            inc = self.state.incidents.pop(ikey, None)
-            if inc is None:
-                return None
-            return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4)},
-                                  "recovered")
+            if inc is not None and not inc.cleared:
+                inc.cleared = t
+            return None
+        if inc is not None and inc.cleared:
+            inc.cleared = 0.0
         since = drop.since if drop.since > 0.0 else t
         if t - since > p.max_incident_s:
             # Down for days: this is the new normal. Relearn from the current level.
             st.drop = None
             st.base_in = st.fast_in
             st.base_cached = st.fast_cached
-            inc = self.state.incidents.pop(ikey, None)
             if inc is None:
                 return None
+            del incidents[ikey]
             return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4)},
                                   "accepted_as_new_baseline")
-        inc = self.state.incidents.get(ikey)
-        duration = t - since
-        if x < p.min_abs_drop or (inc is None and (duration < p.min_duration_s or s < p.cusum_h)):
+        if x < p.min_abs_drop:
+            return None
+        if inc is None and (
+            t - since < p.min_duration_s
+            or s < p.cusum_h
+            or drop.eligible < p.min_episode_requests
+            or drop.zero < p.min_zero_share * drop.eligible
+        ):
             return None
         if st is not fam and fam.drop is not None:
-            return None  # the family's own alert covers it
-        return self._fire(st, key, ikey, p, event, t, fam, base, cur, s, since, inc)
+            return None  # the workload's own alert covers it
+        return self._fire(st, key, ikey, p, event, t, fam, base, cur, zero_share, drop, since, inc)
 
     def _fire(self, st: Ratio, key: str, ikey: str, p: CacheCollapseParams, event: UsageEvent, t: float,
-              fam: FamilyRatio, base: float, cur: float, s: float, since: float,
+              fam: FamilyRatio, base: float, cur: float, zero_share: float, drop: Episode, since: float,
               inc: CacheIncident | None) -> Finding | None:
         price = self.context.prices.resolve(event.model)
         per_token = max(price.input - price.cached_input, 0.0) / 1_000_000.0
@@ -390,10 +471,12 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         if inc is None:
             if score < p.fire_score or len(self.state.incidents) >= p.max_keys:
                 return None
+            if cause == "traffic_mix" and drop.eligible < p.mix_min_episode_requests:
+                return None  # no structural cause in an aggregate: wait for more evidence
             is_family = st is fam
             if is_family:
-                tenant, family = key.split("\x1f", 1)
-                entity_id = f"{tenant}/{family}"
+                entity_id = key.rstrip("\x1f").replace("\x1f", "/")
+                tenant = key.split("\x1f", 1)[0]
             else:
                 tenant = st.tenant  # type: ignore[attr-defined]
                 entity_id = key.rsplit("\x1e", 1)[-1]
@@ -416,8 +499,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             "hit_ratio": round(cur, 4),
             "baseline_hit_ratio": round(base, 4),
             "abs_drop": round(base - cur, 4),
+            "zero_hit_share": round(zero_share, 4),
+            "episode_requests": drop.eligible,
+            "episode_zero_hit_requests": drop.zero,
             "minutes_down": round(duration / 60.0, 1),
-            "cusum": round(s, 3),
+            "cusum": round(drop.s, 3),
             "input_tokens_per_day": round(tokens_per_day),
             "input_usd_per_mtok": price.input,
             "cached_input_usd_per_mtok": price.cached_input,
@@ -425,12 +511,14 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             "cause": cause,
             "model": event.model,
             "family": self._families.get(event.model) or self._family(event.model),
+            "feature": event.feature,
         }
         evidence.update(cause_evidence)
-        what = "model family" if inc.entity_type == "model" else "prefix"
+        what = "workload" if inc.entity_type == "model" else "prefix"
         summary = (
             f"Cache hit ratio of {what} {inc.entity_id} fell from {base:.0%} to {cur:.0%} for "
-            f"{duration / 60.0:.0f} min ({cause.replace('_', ' ')}); about ${extra:.2f}/day extra."
+            f"{duration / 60.0:.0f} min, {zero_share:.0%} of requests without a hit "
+            f"({cause.replace('_', ' ')}); about ${extra:.2f}/day extra."
         )
         return Finding(
             detector=self.name,
@@ -451,27 +539,27 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     @staticmethod
     def _cause(st: Ratio, fam: FamilyRatio, p: CacheCollapseParams, since: float) -> tuple[Cause, dict[str, Any]]:
+        alt_in = fam.alt_in
         if (
             fam.alt is not None
             and fam.alt_since >= since - p.model_lookback_s
-            and fam.fast_in > 0.0
-            and fam.alt_in >= 0.5 * fam.fast_in
-            and fam.alt_cached <= p.near_zero_ratio * fam.alt_in
+            and alt_in >= 0.5 * fam.alt_total > 0
+            and fam.alt_cached <= p.near_zero_ratio * alt_in
         ):
             return "model_version_change", {
                 "previous_model": fam.model,
                 "new_model": fam.alt,
-                "new_model_hit_ratio": round(fam.alt_cached / fam.alt_in, 4) if fam.alt_in else 0.0,
-                "new_model_token_share": round(fam.alt_in / fam.fast_in, 4),
+                "new_model_first_seen": fam.alt_since,
+                "new_model_hit_ratio": round(fam.alt_cached / alt_in, 4),
+                "new_model_token_share": round(alt_in / fam.alt_total, 4),
             }
-        if st is fam and fam.fast_req > 0.0 and fam.base_req > 0.0:
-            now_new = fam.fast_new / fam.fast_req
-            base_new = fam.base_new / fam.base_req
-            if now_new - base_new >= p.churn_rise:
-                return "prefix_churn", {
-                    "new_prefixes_per_request": round(now_new, 4),
-                    "baseline_new_prefixes_per_request": round(base_new, 4),
-                }
+        if st is not fam:
+            return "prefix_not_cached", {}  # one prompt prefix, the same as before: its hits stopped
+        if fam.new_fast - fam.new_base >= p.churn_rise:
+            return "prefix_churn", {
+                "new_prefixes_per_request": round(fam.new_fast, 4),
+                "baseline_new_prefixes_per_request": round(fam.new_base, 4),
+            }
         return "traffic_mix", {}
 
     def _resolved(self, inc: CacheIncident, t: float, evidence: dict[str, Any], reason: str) -> Finding:
@@ -497,8 +585,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     def tick(self, now: float) -> list[Finding] | None:
         state = self.state
         ttl = self.params.idle_ttl_s
-        expire_idle(state.families, now, ttl, state.families_stats)
-        expire_idle(state.prefixes, now, ttl, state.prefixes_stats)
+        if state.families:
+            expire_idle(state.families, now, ttl, state.families_stats)
+        if state.prefixes:
+            expire_idle(state.prefixes, now, ttl, state.prefixes_stats)
         incidents = state.incidents
         if not incidents:
             return None

@@ -460,7 +460,6 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         )
 
     def tick(self, now: float) -> list[Finding] | None:
-        out: list[Finding] = []
         state = self.state
         runs = state.runs
         incidents = state.incidents
@@ -474,6 +473,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
                 min_turns = min(min_turns, tp.min_turns)
         limit = now - quiet
         stop = limit + MOVE_EVERY
+        out: list[Finding] = []
         victims: list[str] = []
         judged: list[tuple[str, Run]] = []
         for key, st in runs.items():
@@ -485,21 +485,23 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
                 victims.append(key)
                 if st.n >= min_turns:  # only runs that could be judged have an incident or a baseline to feed
                     judged.append((key, st))
-        for key in victims:
-            del runs[key]
-        state.runs_stats.expired += len(victims)
-        for key, st in judged:
-            if per_tenant:
-                p = self.params_for(st.tenant)
-            found = self._end_run(key, st, st.last + p.quiet_s)
-            if found is not None:
-                out.append(found)
+        if victims:
+            for key in victims:
+                del runs[key]
+            state.runs_stats.expired += len(victims)
+            for key, st in judged:
+                if per_tenant:
+                    p = self.params_for(st.tenant)
+                found = self._end_run(key, st, st.last + p.quiet_s)
+                if found is not None:
+                    out.append(found)
         if incidents:
             lost = [k for k in incidents if k not in runs]  # evicted by the cap while firing
             for key in lost:
                 inc = incidents.pop(key)
                 out.append(self._resolved(inc, now, inc.last))
-        expire_idle(state.agents, now, self.params.idle_ttl_s, state.agents_stats)
+        if state.agents:
+            expire_idle(state.agents, now, self.params.idle_ttl_s, state.agents_stats)
         return out or None
 
     # -- introspection ------------------------------------------------------------------------------

@@ -302,3 +302,16 @@ def test_late_turns_within_lateness_keep_the_loop_visible() -> None:
 def test_days_of_background_stay_silent() -> None:
     events = background(days=3.0, seed=8, start=FRIDAY_1930_NY - 2 * DAY, rate_per_min=20.0)
     assert firing(drive(detector(), events)) == []
+
+
+def test_rules_file_lists_every_parameter_at_its_default() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from sentinel.rules import load_rules
+
+    path = Path(__file__).resolve().parents[2] / "rules"
+    data = yaml.safe_load((path / "detectors" / "runaway_loop.yaml").read_text())
+    assert set(RunawayLoopParams.model_fields) <= set(data)
+    assert load_rules(path).detectors["runaway_loop"].params == RunawayLoopParams()

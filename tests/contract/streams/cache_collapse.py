@@ -25,7 +25,9 @@ def cached_traffic(start: float, hours: float, seed: int = 5, rate_per_min: floa
         n += 1
         inp = rng.randint(3_000, 9_000)
         r = ratio(t) if ratio else 0.7
-        cached = min(inp, max(0, int(inp * (r + rng.uniform(-0.1, 0.1)))))
+        noise = rng.uniform(-0.1, 0.1)
+        # A collapsed cache serves nothing at all (ratio 0): exactly zero cached tokens.
+        cached = min(inp, max(0, int(inp * (r + noise)))) if r > 0 else 0
         out.append(
             f.event(
                 t,
@@ -52,7 +54,7 @@ def firing_stream() -> list[UsageEvent]:
         return "gpt-4o-2024-11-20" if SWITCH <= t < BACK else "gpt-4o-2024-08-06"
 
     def ratio(t: float) -> float:
-        return 0.005 if SWITCH <= t < BACK else 0.7
+        return 0.0 if SWITCH <= t < BACK else 0.7
 
     return merge(background(days=1.0, seed=31), cached_traffic(T0 + 4 * HOUR, 18.0, model=model, ratio=ratio))
 
