@@ -51,6 +51,7 @@ from sentinel.sinks.kafka import AlertsTopicSink, DeadLetterTopic, TopicProducer
 from sentinel.sources.kafka import KafkaSource, PartitionBatch, broker_reachable
 from sentinel.state.checkpoints import CheckpointStore, CheckpointWrite, StoreUnavailable
 from sentinel.state.ledger import AlertSink, NotificationLedger, NotifyKey, deliver
+from sentinel.state.shapes import MemoryShapeRegistry, ShapeRegistry
 from sentinel.yamlfile import RulesFileError
 
 __all__ = ["AlertSink", "Backoff", "Daemon", "PartitionState"]
@@ -112,7 +113,7 @@ class Daemon:
     def __init__(self, settings: Settings, rules: RuleSet, store: CheckpointStore, ledger: NotificationLedger,
                  *, sinks: Sequence[AlertSink] = (), rules_dir: Path | None = None,
                  metrics: DaemonMetrics | None = None, clock: Callable[[], float] = time.time,
-                 http: bool = True) -> None:
+                 http: bool = True, shapes: ShapeRegistry | None = None) -> None:
         self.settings = settings
         self.kafka = settings.kafka
         self.rules = rules
@@ -121,6 +122,10 @@ class Daemon:
         self.ledger = ledger
         self.owner = ledger.owner
         self.extra_sinks = list(sinks)
+        # What detectors must see across partitions/replicas (cross_tenant's shape -> tenants view) is
+        # exchanged with this registry at each checkpoint; Redis-backed when state is in Redis.
+        self.shapes: ShapeRegistry = shapes if shapes is not None else MemoryShapeRegistry()
+        self._shape_backlog: dict[tuple[int, str], dict[str, list[str]]] = {}
         self.metrics = metrics or DaemonMetrics()
         self.clock = clock
         self.options = PipelineOptions(lateness_s=settings.lateness_s, tick_s=settings.tick_s,
@@ -426,6 +431,13 @@ class Daemon:
         if not due or (self._blocked and not force and self._flush_backoff.waiting()):
             return {}
         started = time.perf_counter()
+        try:
+            self._share_state(due)
+        except StoreUnavailable as err:
+            self.metrics.checkpoints.labels("error").inc(len(due))
+            self._blocked_by("redis_unavailable", err)
+            self._flush_backoff.failed()
+            return {}
         writes = []
         for part in due:
             assert part.next_offset is not None
@@ -457,6 +469,32 @@ class Daemon:
         if self._blocked == "redis_unavailable":
             self._unblock()
         return commit
+
+    def _share_state(self, parts: Sequence[PartitionState]) -> None:
+        """Publish each detector's shared delta and fold the global view back in, before the snapshot.
+
+        A delta that could not be published is kept and sent with the next one (publishing is idempotent);
+        the checkpoint waits until it went out, so a saved state never hides an unpublished delta.
+        """
+        for part in parts:
+            for det in part.pipeline.detectors:
+                delta_of = getattr(det, "shared_delta", None)
+                merge = getattr(det, "merge_shared", None)
+                if delta_of is None or merge is None:
+                    continue
+                key = (part.partition, det.name)
+                delta = self._shape_backlog.pop(key, {})
+                for shape, tenants in delta_of().items():
+                    have = delta.setdefault(shape, [])
+                    have.extend(t for t in tenants if t not in have)
+                if not delta:
+                    continue
+                try:
+                    view = self.shapes.publish(delta)
+                except StoreUnavailable:
+                    self._shape_backlog[key] = delta
+                    raise
+                merge(view)
 
     def _commit(self, offsets: dict[int, int], wait: bool = True) -> None:
         """Kafka offset commit, after the checkpoint. Redis holds the truth; the committed offsets serve
@@ -501,6 +539,7 @@ class Daemon:
         # next owner re-processes those records and produces it again.
         self._outbox = [o for o in self._outbox if o.partition not in gone]
         self._dead = [d for d in self._dead if d[0] not in gone]
+        self._shape_backlog = {k: v for k, v in self._shape_backlog.items() if k[0] not in gone}
         for p in gone:
             self._to_restore.discard(p)
             part = self._parts.pop(p, None)
@@ -709,6 +748,19 @@ class Daemon:
         self.store.close()
         self.ledger.close()
         log.info("daemon_stopped", records=self.records_in, alerts=self.alerts_out)
+
+
+def build_shape_registry(settings: Settings) -> ShapeRegistry:
+    """The cross-replica shape view: Redis when ``state.redis_url`` is set, else in-process."""
+    import redis
+
+    from sentinel.state.shapes import RedisShapeRegistry
+
+    st = settings.state
+    if st.redis_url is None:
+        return MemoryShapeRegistry()
+    client = redis.Redis.from_url(st.redis_url.get_secret_value(), socket_timeout=5.0, socket_connect_timeout=2.0)
+    return RedisShapeRegistry(client, st.key_prefix)
 
 
 def build_stores(settings: Settings) -> tuple[CheckpointStore, NotificationLedger]:

@@ -81,7 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sentinel.daemon import Daemon, build_stores
+    from sentinel.daemon import Daemon, build_shape_registry, build_stores
 
     try:
         settings = settings_from_args(args)
@@ -98,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"sentinel run: cannot load rules:\n{err}", file=sys.stderr)
         return 2
     store, ledger = build_stores(settings)
-    daemon = Daemon(settings, rules, store, ledger, rules_dir=rules_dir)
+    daemon = Daemon(settings, rules, store, ledger, rules_dir=rules_dir, shapes=build_shape_registry(settings))
     daemon.install_signals()
     return daemon.run()

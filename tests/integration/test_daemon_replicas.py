@@ -30,7 +30,7 @@ def _events(log: Path) -> list[dict[str, Any]]:
 
 def test_two_replicas_split_partitions_and_match_one_replica(kafka_bootstrap: str, redis_url: str,
                                                              tmp_path: Path) -> None:
-    lines, keys = lines_and_keys(firing_events(days=2.0, rate_per_min=8.0))
+    lines, keys = lines_and_keys(firing_events(days=2.0))
     expected = replay_alerts(lines, tmp_path)
     topic = f"usage-{uuid.uuid4().hex[:8]}"
     create_topic(kafka_bootstrap, topic, 4)
@@ -44,7 +44,7 @@ def test_two_replicas_split_partitions_and_match_one_replica(kafka_bootstrap: st
         env = daemon_env(kafka_bootstrap, topic, f"grp1-{uuid.uuid4().hex[:8]}", redis_url=redis_url,
                          prefix=prefixes[0], alerts_topic=single_topic)
         log0 = tmp_path / "single.log"
-        assert wait_exit(start_daemon(env, log0, "--exit-when-idle", "1"), 60, log0) == 0
+        assert wait_exit(start_daemon(env, log0, "--exit-when-idle", "1"), 90, log0) == 0
         single = [r.value for r in consume_all(kafka_bootstrap, single_topic, min_records=len(expected))]
         assert len(single) == len(set(single)) and set(single) == expected
 
@@ -56,7 +56,7 @@ def test_two_replicas_split_partitions_and_match_one_replica(kafka_bootstrap: st
                          extra={"SENTINEL_STATE__CHECKPOINT_EVERY_EVENTS": "1000"})
         logs = [tmp_path / "replica-a.log", tmp_path / "replica-b.log"]
         procs = [start_daemon(env, log, "--exit-when-idle", "2") for log in logs]
-        codes = [wait_exit(p, 60, log) for p, log in zip(procs, logs, strict=True)]
+        codes = [wait_exit(p, 90, log) for p, log in zip(procs, logs, strict=True)]
         assert codes == [0, 0]
         for log in logs:
             ev = _events(log)
