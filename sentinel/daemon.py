@@ -108,7 +108,8 @@ class _Outgoing:
 
 
 class Daemon:
-    """See the module doc. Build with :meth:`from_settings` or pass the pieces (tests, benchmarks)."""
+    """See the module doc. ``sentinel run`` builds it from settings (:func:`build_stores`,
+    :func:`build_shape_registry`); tests and benchmarks pass the pieces."""
 
     def __init__(self, settings: Settings, rules: RuleSet, store: CheckpointStore, ledger: NotificationLedger,
                  *, sinks: Sequence[AlertSink] = (), rules_dir: Path | None = None,
@@ -192,13 +193,17 @@ class Daemon:
         self._probe_thread.start()
         log.info("daemon_started", topic=self.kafka.topic, group=self.kafka.group_id, owner=self.owner,
                  rules=self.rules.source, rules_digest=self.rules.digest, idle_advance=s.daemon.idle_advance)
+        code = 0
         try:
             while not self._stop.is_set():
                 self.health.beat()
                 self._step()
+        except Exception as err:  # a bug, not bad input (that is dead-lettered): fail loudly, after cleanup
+            log.exception("daemon_failed", error=type(err).__name__)
+            code = 1
         finally:
-            self._shutdown()
-        return 0
+            self._shutdown(failed=code != 0)
+        return code
 
     def _probe_loop(self) -> None:
         """Dependency probes for /readyz, off the hot path."""
@@ -287,7 +292,10 @@ class Daemon:
             offset = pos if isinstance(pos, int) else -1
             self._dead.append((partition, d, raw, offset))
             if self._dlq is not None and not self._dead_resend:
-                self._dlq.send(d, raw, self.kafka.topic, partition, offset)
+                try:
+                    self._dlq.send(d, raw, self.kafka.topic, partition, offset)
+                except Exception:  # e.g. producer buffer full: the flush resends everything held
+                    self._dead_resend = True
 
     def _queue(self, partition: int, alerts: list[Alert]) -> None:
         self.alerts_out += len(alerts)
@@ -713,12 +721,18 @@ class Daemon:
         log.info("exit_when_idle", partitions=sorted(self._parts), quiet_s=quiet)
         self._stop.set()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, failed: bool = False) -> None:
         log.info("daemon_stopping", partitions=sorted(self._parts), pending_alerts=len(self._outbox))
         self.health.stopping = True
         self._stop.set()
         deadline = time.monotonic() + 15.0
+        commit: dict[int, int] = {}
         with self._lock:
+            if failed:
+                # A batch may have been half applied: save nothing, the next run re-reads from the last
+                # checkpoint (and the ledger recognises what was already sent).
+                self._outbox, self._dead = [], []
+                self._parts.clear()
             while (self._outbox or self._dead or self._unconfirmed) and time.monotonic() < deadline:
                 if self._flush():
                     break
