@@ -27,8 +27,8 @@ from tests.unit.test_format_core import assert_same_alerts, scenario
 from tests.unit.test_format_litellm import (
     KEY_HASH,
     PROXY_METADATA,
-    Capture,
     litellm_equivalent,
+    shared_capture,
     to_litellm,
 )
 
@@ -87,6 +87,7 @@ def test_generic_api_logger_posts_reach_kafka(litellm_mod: Any, receiver: Receiv
             assert logger.log_queue == []
         finally:
             litellm_mod.callbacks = saved
+            await logger.async_httpx_client.close()  # type: ignore[no-untyped-call]
         return queued
 
     payloads = asyncio.run(run())
@@ -125,14 +126,9 @@ def _captured_template() -> dict[str, Any]:
             mp.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
 
-            cap = Capture(litellm)
-            saved = litellm.callbacks
-            litellm.callbacks = [cap.logger]
-            try:
-                _TEMPLATE.update(cap.completion(model="gpt-4o", mock_response=_mock(litellm, 0),
-                                                metadata=copy.deepcopy(PROXY_METADATA)))
-            finally:
-                litellm.callbacks = saved
+            cap = shared_capture(litellm)
+            _TEMPLATE.update(cap.completion(model="gpt-4o", mock_response=_mock(litellm, 0),
+                                            metadata=copy.deepcopy(PROXY_METADATA)))
     return _TEMPLATE
 
 

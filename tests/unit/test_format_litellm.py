@@ -44,7 +44,7 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 class Capture:
     """A LiteLLM CustomLogger that keeps the StandardLoggingPayloads it is given.
 
-    Registered once per module: LiteLLM wires ``litellm.callbacks`` into its
+    Use :func:`shared_capture`: LiteLLM wires ``litellm.callbacks`` into its
     logging lists on first use, so swapping instances later is not seen.
     """
 
@@ -82,13 +82,26 @@ class Capture:
         return payload
 
 
+_SHARED: dict[str, Capture] = {}
+
+
+def shared_capture(litellm: Any) -> Capture:
+    """The one Capture of this process, registered with LiteLLM.
+
+    LiteLLM de-duplicates callbacks by class and keeps the first instance it
+    wired, so a second Capture would never be called: every test module shares this one.
+    """
+    cap = _SHARED.get("capture")
+    if cap is None:
+        cap = _SHARED["capture"] = Capture(litellm)
+    if cap.logger not in litellm.callbacks:
+        litellm.callbacks = [*litellm.callbacks, cap.logger]
+    return cap
+
+
 @pytest.fixture(scope="module")
-def capture(litellm_mod: Any) -> Iterator[Capture]:
-    cap = Capture(litellm_mod)
-    saved = litellm_mod.callbacks
-    litellm_mod.callbacks = [cap.logger]
-    yield cap
-    litellm_mod.callbacks = saved
+def capture(litellm_mod: Any) -> Capture:
+    return shared_capture(litellm_mod)
 
 
 PROXY_METADATA = {  # what the LiteLLM proxy puts in metadata for a virtual key of team "team-acme"
