@@ -143,6 +143,9 @@ class Detector(ABC, Generic[P, S]):
     Params: ClassVar[type[DetectorParams]]
     State: ClassVar[type[msgspec.Struct]]
     description: ClassVar[str] = ""
+    #: True when the detector emits a ``resolved`` finding when an incident ends (all
+    #: built-ins do); the incident book then does not resolve it just for being quiet.
+    resolves_incidents: ClassVar[bool] = True
 
     def __init__(self, params: P, context: DetectorContext, tenant_params: Mapping[str, P] | None = None) -> None:
         self.params = params

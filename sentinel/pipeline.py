@@ -131,7 +131,11 @@ class Pipeline:
         self.prices = self.context.prices
         self.detectors = list(detectors) if detectors is not None else build_detectors(rules)
         self._updates: list[Callable[[UsageEvent], list[Finding] | None]] = [d.update for d in self.detectors]
-        self.book = IncidentBook(rules.alerting, {d.detector: d.rule for d in rules.detectors.values()})
+        self.book = IncidentBook(
+            rules.alerting,
+            {d.detector: d.rule for d in rules.detectors.values()},
+            frozenset(d.name for d in self.detectors if d.resolves_incidents),
+        )
         self.stats = PipelineStats()
         self._max_ts = 0.0
         self._released_to = 0.0

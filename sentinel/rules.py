@@ -158,6 +158,9 @@ class AlertPolicy(Frozen):
     usd_per_hour_high: float = Field(50.0, ge=0)
     usd_per_hour_medium: float = Field(5.0, ge=0)
     resolve_after_s: float = Field(3600.0, gt=0, description="resolve a firing alert after this much quiet")
+    stale_after_s: float = Field(
+        172800.0, gt=0, description="safety net for detectors that resolve their own incidents"
+    )
     update_every_s: float = Field(3600.0, gt=0, description="re-version a firing alert at most this often")
     score_step: float = Field(0.1, gt=0, le=1, description="a score rise this large makes a new version")
 

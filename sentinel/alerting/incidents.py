@@ -10,7 +10,9 @@ of the alert:
   score rises by ``score_step``, or ``update_every_s`` of event time has
   passed since the last version -- a noisy detector does not flood sinks;
 * a ``resolved`` finding, or ``resolve_after_s`` of event time without a
-  firing finding, closes it with a ``resolved`` version.
+  firing finding, closes it with a ``resolved`` version (for detectors that
+  report their incidents' end themselves, quiet resolution waits
+  ``stale_after_s``: it only cleans up after an evicted key).
 
 Severity comes from the score and the dollars at risk per hour
 (:func:`severity_for`). Everything here runs on event time and is part of the
@@ -78,9 +80,13 @@ class BookState(msgspec.Struct):
 class IncidentBook:
     """Turns findings into alert versions. Pure and deterministic; snapshot with the pipeline."""
 
-    def __init__(self, policy: AlertPolicy, rule_names: Mapping[str, str]) -> None:
+    def __init__(self, policy: AlertPolicy, rule_names: Mapping[str, str],
+                 self_resolving: frozenset[str] = frozenset()) -> None:
         self.policy = policy
         self.rule_names = dict(rule_names)
+        # Detectors that report the end of their incidents themselves: for them quiet
+        # resolution is only a safety net (stale_after_s), not resolve_after_s.
+        self.self_resolving = self_resolving
         self.state = BookState()
 
     @staticmethod
@@ -121,11 +127,18 @@ class IncidentBook:
         return alert
 
     def tick(self, now: float) -> list[Alert]:
-        """Close incidents that have been quiet for ``resolve_after_s`` of event time."""
+        """Close incidents that have been quiet for ``resolve_after_s`` of event time.
+
+        For detectors that resolve their own incidents the wait is ``stale_after_s``: a
+        long incident that the detector reports only when it escalates stays one alert.
+        """
         quiet = self.policy.resolve_after_s
+        stale = self.policy.stale_after_s
+        own = self.self_resolving
         out = []
         for key, inc in list(self.state.open.items()):
-            if now - inc.last_firing >= quiet:
+            limit = stale if inc.alert.detector in own else quiet
+            if now - inc.last_firing >= limit:
                 out.append(self._close(key, inc, now))
         return out
 

@@ -39,6 +39,7 @@ class BigSpend(Detector[BigSpendParams, BigSpendState]):
     name = "big_spend"
     Params = BigSpendParams
     State = BigSpendState
+    resolves_incidents = False  # resolved by the incident book after resolve_after_s of quiet
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         self.state.seen.append(event.t)
