@@ -15,26 +15,41 @@ tier                  long window  short window  burn rate     budget used
 ====================  ==========  ===========  ============  ==============
 page (fast)           1 h          5 min        >= 14.4x      2 % in 1 h
 page (slow)           6 h          30 min       >= 6x         5 % in 6 h
-ticket                3 d          6 h          >= 1x         10 % in 3 d
+ticket                7 d (*)      6 h          >= 1x         23 % in 7 d
 ====================  ==========  ===========  ============  ==============
+
+(*) The workbook's ticket window is 3 days. Spend, unlike an error ratio,
+has a strong weekly cycle: a B2B tenant spends 1.3-1.5x its weekly average
+on weekdays, so a 3-day window read on a Thursday says "1.1x" for a budget
+sized at 1.3x the month's spend, and would open a ticket every week. A
+week-long window averages the cycle out (``ticket_long_s`` sets it back).
 
 A tier is active while *both* windows burn at or above its rate: the long
 window makes it significant, the short one makes it stop soon after the burn
 does. Windows scale with the period (a daily budget uses 1/30 of them, a
 weekly one 7/30), so an alert always means the same share of the budget,
 and are floored at ``min_window_s`` (one tick). Spend is kept in a ring of
-``bucket_s``-wide buckets (scaled the same way: 864 buckets of 5 minutes for
-a monthly budget) only for budgets that exist.
+``bucket_s``-wide buckets (scaled the same way: 2016 buckets of 5 minutes
+for a monthly budget, ~18 KB) only for budgets that exist.
 
-One addition to the workbook: a burn only alerts while the budget is at or
-ahead of its linear pace (``spent >= pace_gate * limit * elapsed / period``).
-A short large batch that leaves the budget under pace has not endangered it.
+Two additions to the workbook, because a spend budget, unlike an error
+budget, is only in danger if it actually runs out: a tier only alerts while
+the budget is at or ahead of its linear pace (``spent >= pace_gate * limit *
+elapsed / period``), so that a short large batch that leaves the budget under
+pace does not page; and while, at the tier's long-window rate, the remaining
+budget would be gone before the period ends (a weekday burn at 1.0x of a
+budget sized for the week's average does not open a ticket).
+When sentinel started watching in the middle of a period (no snapshot from
+before), the spend before is unknown: the pace then counts from the first
+event seen, and so does ``spent`` (reported with ``observed_since``).
 
 Consumption notices at ``notice_fractions`` (50 % and 80 %) are emitted once
 per period per budget as ``info`` findings; reaching 100 % is a real alert
 (budget exhausted), resolved when the period rolls over. The burn incident
 opens at the first active tier, re-emits when a higher tier becomes active,
-and resolves ``resolve_quiet_s`` after no tier is active. Evidence: spent,
+and resolves ``resolve_quiet_s`` after the burn has fallen back: no tier
+active and the ticket's short window (6 h) under the sustainable rate. A
+tier is judged only once the budget has been watched for its long window. Evidence: spent,
 remaining, every burn rate with its windows, projected exhaustion time
 (RFC 3339).
 """
@@ -70,7 +85,9 @@ class QuotaBurnParams(DetectorParams):
     page_slow_long_s: float = Field(21600.0, gt=0, description="long window of the slow page tier")
     page_slow_short_s: float = Field(1800.0, gt=0, description="short window of the slow page tier")
     ticket_burn: float = Field(1.0, gt=0, description="burn rate of the ticket tier (10% of a month in 3 d)")
-    ticket_long_s: float = Field(259200.0, gt=0, description="long window of the ticket tier")
+    ticket_long_s: float = Field(
+        604800.0, gt=0, description="long window of the ticket tier (7 d: a whole weekly cycle; the workbook's is 3 d)"
+    )
     ticket_short_s: float = Field(21600.0, gt=0, description="short window of the ticket tier")
     bucket_s: float = Field(300.0, gt=0, description="width of a spend bucket for the reference period (scaled)")
     min_window_s: float = Field(60.0, gt=0, description="floor of scaled windows and buckets (the tick interval)")
@@ -81,7 +98,7 @@ class QuotaBurnParams(DetectorParams):
         (0.5, 0.8), description="consumption shares announced once per period as info findings"
     )
     resolve_quiet_s: float = Field(
-        600.0, ge=0, description="a burn incident resolves after this long with no tier active"
+        3600.0, ge=0, description="a burn incident resolves after this long with no tier active (no flapping)"
     )
     score_page_fast: float = Field(0.9, ge=0, le=1, description="score of a fast-page finding")
     score_page_slow: float = Field(0.8, ge=0, le=1, description="score of a slow-page finding")
@@ -168,9 +185,9 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
     """A budget (tenant or key; $ or tokens; day, week or month) burning fast enough to run out early.
 
     SRE-workbook multiwindow burn-rate tiers (page 14.4x over 1 h & 5 min,
-    page 6x over 6 h & 30 min, ticket 1x over 3 d & 6 h, scaled to the
-    period), while the budget is ahead of its pace; 50/80 % consumption
-    notices (info) and a budget-exhausted alert.
+    page 6x over 6 h & 30 min, ticket 1x over 7 d & 6 h, scaled to the
+    period), while the budget is ahead of its pace and would run out early;
+    50/80 % consumption notices (info) and a budget-exhausted alert.
     """
 
     name: ClassVar[str] = "quota_burn"
@@ -369,9 +386,13 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         if period <= 0.0 or limit <= 0.0:
             return False
         sustain = limit / period
+        left = limit - bs.spent
+        seen = now - bs.first
         for _, _, burn, long_s, short_s in self._win(b, bs.tenant).tiers:
-            if self._rate(bs, now, short_s) >= burn * sustain and self._rate(bs, now, long_s) >= burn * sustain:
-                return True
+            if seen >= long_s and self._rate(bs, now, short_s) >= burn * sustain:
+                rl = self._rate(bs, now, long_s)
+                if rl >= burn * sustain and left < rl * (bs.end - now):
+                    return True
         return False
 
     def _burns(self, b: BudgetInfo, bs: BudgetState, now: float) -> tuple[int, dict[str, Any], float]:
@@ -390,7 +411,10 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             bsh = rs / sustain if sustain > 0.0 else 0.0
             if level == 3:
                 fast_rate = rl
-            active = bl >= burn and bsh >= burn
+            # A tier is judged once its long window has been watched (warm-up), and only if at the
+            # long-window rate the rest of the budget is gone before the period ends.
+            active = (now - bs.first >= long_s and bl >= burn and bsh >= burn
+                      and (limit - bs.spent) < rl * (bs.end - now))
             if active and level > tier:
                 tier = level
             rates[name] = {
@@ -513,7 +537,8 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         p = self.params_for(bs.tenant)
         limit, _ = self._unit(b)
         period = bs.end - bs.start
-        pace = p.pace_gate * limit * (now - bs.start) / period if period > 0.0 else 0.0
+        since = bs.first if bs.first > bs.start else bs.start  # watched since mid-period: pace from then
+        pace = p.pace_gate * limit * (now - since) / period if period > 0.0 else 0.0
         dirty = bs.dirty
         bs.dirty = 0
         endangered = bs.spent >= pace and not bs.exhausted
@@ -555,6 +580,9 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                               summary=summary, signals={name: score},
                               actions=["notify", "page"] if tier > 1 else ["notify"])
             return (out or []) + [f]
+        if bs.inc_first and endangered and rates and rates["ticket"]["short_burn"] >= rates["ticket"]["threshold"]:
+            bs.cool_since = 0.0  # no tier active, but still burning above the sustainable rate (6 h): not over
+            return out
         if bs.inc_first:
             if not bs.cool_since:
                 bs.cool_since = now

@@ -62,8 +62,9 @@ Method, per ``api_key_id``:
 An incident opens at ``fire_score``, re-emits when the score rises by
 ``score_step`` or the excess crosses a step of ``risk_steps_usd_per_hour``,
 and resolves after ``resolve_quiet_s`` without a score above
-``clear_score``. While an incident is open the key's baseline and known
-sources are frozen, so the attack is not learned as normal.
+``clear_score`` while the 15-minute rate is still above the baseline.
+While an incident is open the key's baseline and known sources are frozen,
+so the attack is not learned as normal.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class SpendSpikeParams(DetectorParams):
         0.1, gt=0, description="added to hourly spend before the log: spend below this is 'about nothing'"
     )
     min_excess_usd_per_h: float = Field(
-        1.0, ge=0, description="spend excess over the baseline ($/h) below which the spend signal is 0"
+        0.2, ge=0, description="spend excess over the baseline ($/h) below which the spend signal is 0"
     )
     min_excess_requests_per_h: float = Field(
         120.0, ge=0, description="request-rate excess (req/h) below which the rate signal is 0"
@@ -842,7 +843,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             ks.inc = 1
             self._during(key, event, 0.0, novel)
         else:
-            if score >= p.clear_score:
+            # The incident stays open while the current rate (15 min) is still up, or probing goes on:
+            # the 3 h window of a big spike stays high for a day after the spike itself has ended.
+            if score >= p.clear_score and ((ratio15 >= p.ratio_tolerance and ex15 >= p.min_excess_usd_per_h)
+                                           or s_enum > 0.0 or fast):
                 inc.last_hot = t
             step = sum(1 for s in p.risk_steps_usd_per_hour if risk >= s)
             if not (score >= inc.reported + p.score_step or step > inc.risk_step):
