@@ -368,10 +368,12 @@ class Pipeline:
         their least recently seen keys and count them; here the counts become one
         incident that stays open while evictions continue.
         """
-        by_det = {d.name: d.evicted_keys() for d in self.detectors}
-        evicted = sum(by_det.values())
+        evicted = 0
+        for d in self.detectors:
+            evicted += d.evicted_keys()
         if evicted <= self._evicted_seen:
             return None
+        by_det = {d.name: d.evicted_keys() for d in self.detectors}
         new = evicted - self._evicted_seen
         self._evicted_seen = evicted
         if now - self._cardinality_last >= self.rules.alerting.resolve_after_s:
