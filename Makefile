@@ -31,7 +31,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not kafka and not redis and not syslog and not browser"
 
 lint: install
-	$(VENV)/bin/ruff check sentinel detectors tests bench replay_data
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 bench: install

@@ -7,7 +7,7 @@ export RUN_DIR=${RUN_DIR:-$PWD/.run}
 mkdir -p "$RUN_DIR"
 
 echo "== lint"
-"$VENV/bin/ruff" check sentinel detectors tests bench replay_data
+"$VENV/bin/ruff" check .
 "$VENV/bin/mypy"
 
 echo "== services"
