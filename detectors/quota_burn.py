@@ -45,7 +45,10 @@ event seen, and so does ``spent`` (reported with ``observed_since``).
 
 Consumption notices at ``notice_fractions`` (50 % and 80 %) are emitted once
 per period per budget as ``info`` findings; reaching 100 % is a real alert
-(budget exhausted), resolved when the period rolls over. The burn incident
+(budget exhausted). Both are about entities of their own
+(``<budget>/notice-50``, ``<budget>/exhausted``), so that they are alerts
+apart from the burn incident (entity ``<budget>``), and are resolved when
+the period rolls over. The burn incident
 opens at the first active tier, re-emits when a higher tier becomes active,
 and resolves ``resolve_quiet_s`` after the burn has fallen back: no tier
 active and the ticket's short window (6 h) under the sustainable rate. A
@@ -118,7 +121,8 @@ class BudgetState(msgspec.Struct, array_like=True, gc=False):
     usd: float = 0.0
     first: float = 0.0  # first event observed (the windows cover no more than since then)
     ring: Buckets = msgspec.field(default_factory=lambda: Buckets(width=300.0, sums=[]))
-    notices: int = 0  # bit i: notice_fractions[i] announced this period
+    notices: int = 0  # bit i: notice_fractions[i] reached this period
+    notice_ts: list[float] = msgspec.field(default_factory=list)  # when each notice was announced (0: not)
     exhausted: float = 0.0  # when the limit was reached this period (0: not reached)
     inc_first: float = 0.0  # first_seen of the open burn incident (0: none)
     reported: int = 0  # highest tier reported in the open incident
@@ -337,23 +341,33 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                     if crossed < 0 or f > fractions[crossed]:
                         crossed = i
             if crossed >= 0:
+                if len(bs.notice_ts) < len(fractions):
+                    bs.notice_ts.extend([0.0] * (len(fractions) - len(bs.notice_ts)))
+                bs.notice_ts[crossed] = t
                 out = [self._notice(b, bs, t, fractions[crossed], event)]
         bs.next_at = self._next_at(b, bs)
         return out
 
     def _new_period(self, b: BudgetInfo, bs: BudgetState, t: float) -> list[Finding] | None:
-        """The period rolled over: reset the spend; an exhausted budget is available again."""
-        out: list[Finding] | None = None
+        """The period rolled over: reset the spend; notices and exhaustion of the old period are resolved."""
+        out: list[Finding] = []
+        p = self.params_for(bs.tenant)
+        for i, ts in enumerate(bs.notice_ts):
+            if ts and i < len(p.notice_fractions):
+                pct = round(p.notice_fractions[i] * 100)
+                out.append(self._finding(b, bs, bs.end, ts, p.score_notice, f"Budget {b.name}: new {b.period}",
+                                         "resolved", {}, "info", entity_id=f"{b.name}/notice-{pct}"))
         if bs.exhausted:
-            f = self._finding(b, bs, bs.end, bs.exhausted, self.params_for(bs.tenant).score_exhausted,
-                              f"Budget {b.name} renewed for a new {b.period}", "resolved", {}, None)
-            out = [f]
+            out.append(self._finding(b, bs, bs.end, bs.exhausted, p.score_exhausted,
+                                     f"Budget {b.name} renewed for a new {b.period}", "resolved", {}, None,
+                                     entity_id=f"{b.name}/exhausted"))
         bs.start, bs.end = self.context.calendar.period_bounds(bs.tenant, t, b.period)
         bs.spent = bs.usd = 0.0
         bs.notices = 0
+        bs.notice_ts = []
         bs.exhausted = 0.0
         bs.next_at = self._next_at(b, bs)
-        return out
+        return out or None
 
     # -- findings --------------------------------------------------------------------------------------
 
@@ -459,11 +473,13 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
     def _finding(self, b: BudgetInfo, bs: BudgetState, ts: float, first_seen: float, score: float, title: str,
                  status: Any, evidence: dict[str, Any], severity: Any, risk: float = 0.0, summary: str = "",
                  signals: dict[str, float] | None = None, actions: list[Any] | None = None,
-                 samples: list[str] | None = None) -> Finding:
+                 samples: list[str] | None = None, entity_id: str | None = None) -> Finding:
+        """A finding about budget ``b``: the burn incident is the budget itself, notices and
+        exhaustion are ``<name>/notice-<pct>`` and ``<name>/exhausted`` (separate alerts)."""
         return Finding(
             detector=self.name,
             entity_type="budget",
-            entity_id=b.name,
+            entity_id=entity_id or b.name,
             tenant_id=bs.tenant,
             ts=ts,
             first_seen=first_seen,
@@ -491,6 +507,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             "info", summary=f"{ev['spent']:g} of {ev['limit']:g} {ev['unit']} spent, "
                             f"{ev['period_elapsed_fraction'] * 100:.0f}% of the {b.period} elapsed",
             signals={"consumption": p.score_notice}, actions=["notify"], samples=[event.event_id],
+            entity_id=f"{b.name}/notice-{pct}",
         )
 
     def _exhausted(self, b: BudgetInfo, bs: BudgetState, t: float, event: UsageEvent) -> Finding:
@@ -505,6 +522,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             summary=f"{ev['spent']:g} of {ev['limit']:g} {ev['unit']} spent with "
                     f"{(1.0 - ev['period_elapsed_fraction']) * 100:.0f}% of the {b.period} left",
             signals={"exhausted": p.score_exhausted}, actions=["notify", "page"], samples=[event.event_id],
+            entity_id=f"{b.name}/exhausted",
         )
 
     # -- time ------------------------------------------------------------------------------------------

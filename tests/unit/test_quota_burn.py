@@ -81,7 +81,7 @@ def alerts(findings: list[Finding]) -> list[Finding]:
 
 
 def notices(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity == "info"]
+    return [f for f in findings if f.status == "firing" and f.severity == "info"]
 
 
 def spent_until(events: list[UsageEvent], t: float) -> float:
@@ -201,6 +201,11 @@ def test_consumption_notices_once_per_period_as_info() -> None:
         assert half.title == "Budget acme-daily has used 50% of its daily limit"
         assert half.first_seen == half.ts
     assert len({(f.first_seen, f.entity_id) for f in got}) == len(got), "distinct alert identities"
+    assert {f.entity_id for f in got} == {"acme-daily/notice-50", "acme-daily/notice-80"}
+    # Each notice is its own alert, resolved when its day rolls over (the ticks run on past the last day).
+    resolved = [f for f in findings if f.status == "resolved"]
+    assert sorted((f.entity_id, f.ts) for f in resolved) == sorted(
+        [(f"acme-daily/notice-{p}", T0 + d * DAY) for d in (1, 2, 3) for p in (50, 80)])
 
 
 def test_exhausted_alert_then_renewed_at_period_end() -> None:
@@ -213,8 +218,9 @@ def test_exhausted_alert_then_renewed_at_period_end() -> None:
     assert first.actions == ["notify", "page"]
     assert first.evidence["spent"] >= 24.0 and first.evidence["remaining"] == 0.0
     assert T0 + 15.5 * HOUR <= first.ts <= T0 + 16.5 * HOUR
+    assert first.entity_id == "acme-daily/exhausted"
     renewed = [f for f in findings if f.status == "resolved" and f.first_seen == first.first_seen]
-    assert len(renewed) == 1 and renewed[0].ts == T0 + DAY
+    assert len(renewed) == 1 and renewed[0].ts == T0 + DAY and renewed[0].entity_id == "acme-daily/exhausted"
     # 50 % and 80 % notices each day, and no 100 % notice besides the exhausted alert.
     assert [f.evidence["notice_fraction"] for f in notices(findings)] == [0.5, 0.8, 0.5, 0.8]
 
