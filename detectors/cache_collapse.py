@@ -2,12 +2,16 @@
 
 Method. The hit ratio is token-weighted: ``sum(cached_input_tokens) /
 sum(input_tokens)``. It is kept per *workload* -- tenant x model family
-(``prices.resolve(model).family``) x ``feature`` when the event carries one
-(one code path, one prompt template, one caching setup) -- and per prompt
-prefix (``prefix_hash``). Two exponentially decayed sums of both token counts
-give a *current* ratio (half-life ``fast_half_life_s``) and a *baseline* ratio
-(half-life ``base_half_life_s``). Decay is applied once per key and
-event-time minute, so the hot path only adds to the minute's sums.
+(``prices.resolve(model).family``) x ``feature`` when the event carries one,
+and per api key unless ``workload_by_key`` is off: one application and code
+path, one prompt template, one caching setup -- and per prompt prefix
+(``prefix_hash``) within workloads that use several prefixes (a workload with
+one prefix *is* that prefix). Splitting by key keeps a healthy client (a
+scheduled job) from masking a collapsed one that shares the feature name. Two
+exponentially decayed sums of both token counts give a *current* ratio
+(half-life ``fast_half_life_s``) and a *baseline* ratio (half-life
+``base_half_life_s``). Decay is applied once per key and event-time minute,
+so the hot path only adds to the minute's sums.
 
 Real traffic makes the token-weighted ratio noisy: a few very long prompts
 dominate a minute, and the share of prompt bytes a cache can serve drifts
@@ -75,6 +79,9 @@ Cause = Literal["model_version_change", "prefix_churn", "prefix_not_cached", "tr
 
 
 class CacheCollapseParams(DetectorParams):
+    workload_by_key: bool = Field(
+        True, description="workloads are per api key too (turn off when api keys are issued per end user)"
+    )
     fast_half_life_s: float = Field(120.0, gt=0, description="half-life of the current hit ratio")
     base_half_life_s: float = Field(21600.0, gt=0, description="half-life of the baseline hit ratio")
     min_abs_drop: float = Field(0.1, gt=0, le=1, description="absolute drop of the hit ratio that opens an episode")
@@ -156,7 +163,8 @@ class FamilyRatio(Ratio, array_like=True, gc=False):
     ``model`` is the incumbent raw model name; ``alt_in``/``alt_cached`` are the tokens of the newest
     other name since it appeared (``alt_since``), ``alt_total`` all the workload's tokens since then.
     ``new_fast``/``new_base`` are the share of requests with a never-seen prefix per minute,
-    smoothed like the hit ratios.
+    smoothed like the hit ratios. ``prefix`` is the workload's first prompt prefix; until a second
+    one shows up (``multi``) the workload is that prefix, and no prefix key is kept for it.
     """
 
     model: str = ""
@@ -170,6 +178,8 @@ class FamilyRatio(Ratio, array_like=True, gc=False):
     m_new: int = 0
     new_fast: float = 0.0
     new_base: float = 0.0
+    prefix: str | None = None
+    multi: bool = False
 
 
 class CacheIncident(msgspec.Struct, array_like=True, gc=False):
@@ -227,9 +237,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         super().__init__(params, context, tenant_params)
         # Memo of model name -> family (a pure function of the price table, not state).
         self._families: dict[str, str] = {}
-        # Per-minute decay factors of the default parameters, read once per key and minute.
-        self._fast_factor = _factor(params.fast_half_life_s)
-        self._base_factor = _factor(params.base_half_life_s)
+        # Per-minute decay factors (current, baseline) of the default parameters, read once per key and minute.
+        self._factors = (_factor(params.fast_half_life_s), _factor(params.base_half_life_s))
 
     # -- hot path ---------------------------------------------------------------------------------
 
@@ -253,11 +262,16 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
         # workload: tenant x api key x model family x feature
         feature = event.feature
-        fkey = tenant + "\x1f" + event.api_key_id + "\x1f" + family + "\x1f" + (feature or "")
+        if feature is None:
+            feature = ""
+        if p.workload_by_key:
+            fkey = f"{tenant}\x1f{event.api_key_id}\x1f{family}\x1f{feature}"
+        else:
+            fkey = f"{tenant}\x1f{family}\x1f{feature}"
         families = state.families
         fam = families.get(fkey)
         if fam is None:
-            fam = FamilyRatio((t // 60.0) * 60.0, model=_intern(model), model_since=t)
+            fam = FamilyRatio(t - t % 60.0, model=_intern(model), model_since=t)
             families[fkey] = fam
             cap = max(1, p.max_keys // 10)
             if len(families) > cap:
@@ -288,6 +302,14 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         prefix = event.prefix_hash
         if prefix is None:
             return out
+        if not fam.multi:
+            own = fam.prefix
+            if own is None:
+                fam.prefix = _intern(prefix)
+                return out
+            if prefix == own:
+                return out  # a one-prefix workload: its own key covers the prefix
+            fam.multi = True  # a second prefix: from now on prefixes are followed one by one
         fam.m_req += 1
         prefixes = state.prefixes
         pkey = prefix
@@ -300,7 +322,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             cap = p.max_keys - max(1, p.max_keys // 10)
             if cap <= 0:
                 return out
-            pre = PrefixRatio((t // 60.0) * 60.0, tenant=_intern(tenant))
+            pre = PrefixRatio(t - t % 60.0, tenant=_intern(tenant))
             prefixes[pkey] = pre
             if len(prefixes) > cap:
                 evict_oldest(prefixes, len(prefixes) - cap, state.prefixes_stats)
@@ -325,52 +347,56 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         """First event of a new minute for ``st``: close the last minute, judge it, keep touch order.
 
         The closed minute's sums fold into the decayed ones (the baseline only outside an episode),
-        after the decay of the minutes without traffic before it.
+        after the decay of the minutes without traffic before it. The zero-hit counts fold only in
+        minutes with eligible requests: their share, not their weight, is what is judged.
         """
         del items[key]
         items[key] = st
         if p is self.params:
-            ff = self._fast_factor
-            bf = self._base_factor
+            ff, bf = self._factors
         else:
             ff = _factor(p.fast_half_life_s)
             bf = _factor(p.base_half_life_s)
         idle = st.idle
-        gf = ff if idle == 0 else ff ** (idle + 1)
+        if idle:
+            gf = ff ** (idle + 1.0)
+            gb = bf ** (idle + 1.0)
+        else:
+            gf = ff
+            gb = bf
         m_in = st.m_in
+        m_cached = st.m_cached
         fast_in = st.fast_in * gf + m_in
         st.fast_in = fast_in
-        st.fast_cached = st.fast_cached * gf + st.m_cached
+        st.fast_cached = st.fast_cached * gf + m_cached
+        st.m_in = st.m_cached = 0
+        drop = st.drop
+        if drop is None:
+            base_in = st.base_in * gb + m_in
+            st.base_in = base_in
+            st.base_cached = st.base_cached * gb + m_cached
+        else:
+            base_in = st.base_in
         m_elig = st.m_elig
-        if m_elig or st.z_elig:
+        if m_elig:
             m_zero = st.m_zero
             st.z_elig = st.z_elig * gf + m_elig
             st.z_zero = st.z_zero * gf + m_zero
             st.m_elig = st.m_zero = 0
-            drop = st.drop
             if drop is not None:
                 drop.eligible += m_elig
                 drop.zero += m_zero
-        frozen = st.drop is not None
-        if frozen:
-            base_in = st.base_in
-        else:
-            gb = bf if idle == 0 else bf ** (idle + 1)
-            base_in = st.base_in * gb + m_in
-            st.base_in = base_in
-            st.base_cached = st.base_cached * gb + st.m_cached
-        st.m_in = st.m_cached = 0
         minutes = st.minutes + 1
         st.minutes = minutes
         if st is fam:
             m_req = fam.m_req
-            if m_req:
+            if m_req:  # only workloads with several prefixes count them
                 share = fam.m_new / m_req
                 fam.new_fast += (1.0 - ff) * (share - fam.new_fast)
-                if not frozen:
+                if drop is None:
                     fam.new_base += (1.0 - bf) * (share - fam.new_base)
                 fam.m_req = fam.m_new = 0
-            if fam.alt is not None and not frozen and t - fam.alt_since > p.model_lookback_s:
+            if fam.alt is not None and drop is None and t - fam.alt_since > p.model_lookback_s:
                 if fam.alt_in >= 0.95 * fam.alt_total:
                     # The newer version took all the traffic without an episode: it is the incumbent now.
                     fam.model = fam.alt
@@ -381,8 +407,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         found = None
         if minutes >= p.warm_minutes and base_in >= p.warm_tokens and fast_in >= p.min_window_tokens:
             found = self._minute(st, key, p, event, t, fam)
-        moved = (t // 60.0) * 60.0
-        st.idle = int((moved - st.moved) // 60.0) - 1
+        moved = t - t % 60.0
+        st.idle = int((moved - st.moved) * (1.0 / 60.0) + 0.5) - 1
         st.moved = moved
         return None if found is None else [found]
 

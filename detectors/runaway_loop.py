@@ -72,7 +72,7 @@ _FIRST = 3
 
 
 class RunawayLoopParams(DetectorParams):
-    min_turns: int = Field(15, ge=6, description="turns a run needs before it is judged (warm-up)")
+    min_turns: int = Field(15, ge=_FIRST + 3, description="turns a run needs before it is judged (warm-up)")
     min_steady_s: float = Field(600.0, gt=0, description="machine-paced time (no human-paced gap) before a run fires")
     steady_full_s: float = Field(1800.0, gt=0, description="machine-paced time that gives the full steadiness signal")
     quiet_s: float = Field(900.0, gt=0, description="a gap this long ends a run; a firing run resolves after it")

@@ -141,6 +141,32 @@ def test_collapse_of_one_prefix_hidden_in_its_family_fires_on_the_prefix() -> No
     assert [f.status for f in found if f.entity_id == "pfx_t_cache_side"][-1] == "resolved"
 
 
+def test_a_healthy_client_of_the_same_feature_does_not_mask_a_collapsed_one() -> None:
+    """Two api keys share feature "agent": one churns its prefix, the other (a busy healthy job) keeps hitting."""
+    churn = window(SWITCH, SWITCH + 2 * HOUR)
+    broken = cached_traffic(START, 12.0, tenant="t_two", ratio=lambda t: 0.0 if churn(t) else 0.7,
+                            prefix=lambda t, n: f"pfx_ts_{n}" if churn(t) else "pfx_agent", prefix_id="a")
+    healthy = cached_traffic(START, 12.0, seed=6, tenant="t_two", rate_per_min=16.0,
+                             prefix=lambda t, n: "pfx_agent", prefix_id="b")
+    for e in healthy:
+        e.api_key_id = "key_t_two_job"
+    events = merge(broken, healthy)
+    fired = firing(drive(detector(), events))
+    assert fired and fired[0].entity_id == "t_two/key_t_two/gpt-4o"
+    assert fired[0].evidence["cause"] == "prefix_churn"
+    # Per tenant x family alone, the healthy job keeps two thirds of the requests hitting: no collapse to see.
+    assert firing(drive(detector(workload_by_key=False), events)) == []
+
+
+def test_prefix_keys_only_for_workloads_with_several_prefixes() -> None:
+    det = detector()
+    drive(det, cached_traffic(START, 2.0))
+    assert det.state.prefixes == {}, "a one-prefix workload is its prefix"
+    assert len(det.state.families) == 1
+    drive(det, cached_traffic(START + 2 * HOUR, 1.0, seed=3, prefix=lambda t, n: f"pfx_{n % 3}", prefix_id="m"))
+    assert set(det.state.prefixes) == {"pfx_0", "pfx_1", "pfx_2"}
+
+
 # -- negatives --------------------------------------------------------------------------------------------
 
 
