@@ -157,29 +157,42 @@ class PrefixRatio(Ratio, array_like=True, gc=False):
     tenant: str = ""
 
 
-class FamilyRatio(Ratio, array_like=True, gc=False):
-    """A workload (tenant x family x feature), with what naming the cause needs.
+class NewModel(msgspec.Struct, array_like=True, gc=False):
+    """The newest raw model name of a workload other than the incumbent, since it appeared.
 
-    ``model`` is the incumbent raw model name; ``alt_in``/``alt_cached`` are the tokens of the newest
-    other name since it appeared (``alt_since``), ``alt_total`` all the workload's tokens since then.
-    ``new_fast``/``new_base`` are the share of requests with a never-seen prefix per minute,
-    smoothed like the hit ratios. ``prefix`` is the workload's first prompt prefix; until a second
-    one shows up (``multi``) the workload is that prefix, and no prefix key is kept for it.
+    ``tokens``/``cached`` are its input and cached tokens, ``total`` all the workload's input tokens
+    since ``since``.
+    """
+
+    name: str
+    since: float
+    tokens: int = 0
+    cached: int = 0
+    total: int = 0
+
+
+class Novelty(msgspec.Struct, array_like=True, gc=False):
+    """Requests with a never-seen prefix, in a workload that uses several: this minute's counts
+    and the per-minute share, smoothed like the hit ratios (current, baseline)."""
+
+    m_req: int = 0
+    m_new: int = 0
+    fast: float = 0.0
+    base: float = 0.0
+
+
+class FamilyRatio(Ratio, array_like=True, gc=False):
+    """A workload (tenant x api key x family x feature), with what naming the cause needs.
+
+    ``model`` is the incumbent raw model name, ``alt`` the newest other one. ``prefix`` is the
+    workload's first prompt prefix: until a second one shows up the workload *is* that prefix and
+    no prefix key is kept for it; from then on ``novelty`` counts never-seen prefixes.
     """
 
     model: str = ""
-    model_since: float = 0.0
-    alt: str | None = None
-    alt_since: float = 0.0
-    alt_in: int = 0
-    alt_cached: int = 0
-    alt_total: int = 0
-    m_req: int = 0
-    m_new: int = 0
-    new_fast: float = 0.0
-    new_base: float = 0.0
     prefix: str | None = None
-    multi: bool = False
+    alt: NewModel | None = None
+    novelty: Novelty | None = None
 
 
 class CacheIncident(msgspec.Struct, array_like=True, gc=False):
@@ -271,7 +284,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         families = state.families
         fam = families.get(fkey)
         if fam is None:
-            fam = FamilyRatio(t - t % 60.0, model=_intern(model), model_since=t)
+            fam = FamilyRatio(t - t % 60.0, model=_intern(model))
             families[fkey] = fam
             cap = max(1, p.max_keys // 10)
             if len(families) > cap:
@@ -285,32 +298,29 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             fam.m_elig += 1
             if not cached:
                 fam.m_zero += 1
+        alt = fam.alt
         if model != fam.model:
-            if model == fam.alt:
-                fam.alt_in += inp
-                fam.alt_cached += cached
-            else:
-                fam.alt = _intern(model)
-                fam.alt_since = t
-                fam.alt_in = inp
-                fam.alt_cached = cached
-                fam.alt_total = 0
-        if fam.alt is not None:
-            fam.alt_total += inp
+            if alt is None or model != alt.name:
+                alt = fam.alt = NewModel(_intern(model), t)
+            alt.tokens += inp
+            alt.cached += cached
+        if alt is not None:
+            alt.total += inp
 
         # prompt prefix
         prefix = event.prefix_hash
         if prefix is None:
             return out
-        if not fam.multi:
+        novelty = fam.novelty
+        if novelty is None:
             own = fam.prefix
             if own is None:
-                fam.prefix = _intern(prefix)
+                fam.prefix = prefix
                 return out
             if prefix == own:
                 return out  # a one-prefix workload: its own key covers the prefix
-            fam.multi = True  # a second prefix: from now on prefixes are followed one by one
-        fam.m_req += 1
+            novelty = fam.novelty = Novelty()  # a second prefix: from now on prefixes are followed one by one
+        novelty.m_req += 1
         prefixes = state.prefixes
         pkey = prefix
         pre = prefixes.get(prefix)
@@ -318,7 +328,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             pkey = tenant + "\x1e" + prefix
             pre = prefixes.get(pkey)
         if pre is None:
-            fam.m_new += 1
+            novelty.m_new += 1
             cap = p.max_keys - max(1, p.max_keys // 10)
             if cap <= 0:
                 return out
@@ -389,20 +399,20 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         minutes = st.minutes + 1
         st.minutes = minutes
         if st is fam:
-            m_req = fam.m_req
-            if m_req:  # only workloads with several prefixes count them
-                share = fam.m_new / m_req
-                fam.new_fast += (1.0 - ff) * (share - fam.new_fast)
+            novelty = fam.novelty
+            if novelty is not None and novelty.m_req:
+                share = novelty.m_new / novelty.m_req
+                novelty.fast += (1.0 - ff) * (share - novelty.fast)
                 if drop is None:
-                    fam.new_base += (1.0 - bf) * (share - fam.new_base)
-                fam.m_req = fam.m_new = 0
-            if fam.alt is not None and drop is None and t - fam.alt_since > p.model_lookback_s:
-                if fam.alt_in >= 0.95 * fam.alt_total:
+                    novelty.base += (1.0 - bf) * (share - novelty.base)
+                novelty.m_req = novelty.m_new = 0
+            alt = fam.alt
+            if alt is not None and drop is None and t - alt.since > p.model_lookback_s:
+                if alt.tokens >= 0.95 * alt.total:
                     # The newer version took all the traffic without an episode: it is the incumbent now.
-                    fam.model = fam.alt
-                    fam.model_since = fam.alt_since
+                    fam.model = alt.name
                     fam.alt = None
-                elif fam.alt_in < 0.05 * fam.alt_total:
+                elif alt.tokens < 0.05 * alt.total:
                     fam.alt = None  # a stray request long ago: forget it, so a real switch starts afresh
         found = None
         if minutes >= p.warm_minutes and base_in >= p.warm_tokens and fast_in >= p.min_window_tokens:
@@ -565,26 +575,27 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     @staticmethod
     def _cause(st: Ratio, fam: FamilyRatio, p: CacheCollapseParams, since: float) -> tuple[Cause, dict[str, Any]]:
-        alt_in = fam.alt_in
+        alt = fam.alt
         if (
-            fam.alt is not None
-            and fam.alt_since >= since - p.model_lookback_s
-            and alt_in >= 0.5 * fam.alt_total > 0
-            and fam.alt_cached <= p.near_zero_ratio * alt_in
+            alt is not None
+            and alt.since >= since - p.model_lookback_s
+            and alt.tokens >= 0.5 * alt.total > 0
+            and alt.cached <= p.near_zero_ratio * alt.tokens
         ):
             return "model_version_change", {
                 "previous_model": fam.model,
-                "new_model": fam.alt,
-                "new_model_first_seen": fam.alt_since,
-                "new_model_hit_ratio": round(fam.alt_cached / alt_in, 4),
-                "new_model_token_share": round(alt_in / fam.alt_total, 4),
+                "new_model": alt.name,
+                "new_model_first_seen": alt.since,
+                "new_model_hit_ratio": round(alt.cached / alt.tokens, 4),
+                "new_model_token_share": round(alt.tokens / alt.total, 4),
             }
         if st is not fam:
             return "prefix_not_cached", {}  # one prompt prefix, the same as before: its hits stopped
-        if fam.new_fast - fam.new_base >= p.churn_rise:
+        novelty = fam.novelty
+        if novelty is not None and novelty.fast - novelty.base >= p.churn_rise:
             return "prefix_churn", {
-                "new_prefixes_per_request": round(fam.new_fast, 4),
-                "baseline_new_prefixes_per_request": round(fam.new_base, 4),
+                "new_prefixes_per_request": round(novelty.fast, 4),
+                "baseline_new_prefixes_per_request": round(novelty.base, 4),
             }
         return "traffic_mix", {}
 
