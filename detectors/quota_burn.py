@@ -127,9 +127,14 @@ class BudgetState(msgspec.Struct, array_like=True, gc=False):
     inc_first: float = 0.0  # first_seen of the open burn incident (0: none)
     reported: int = 0  # highest tier reported in the open incident
     cool_since: float = 0.0  # since when no tier is active (open incident only)
-    last: float = 0.0  # last event time
     next_at: float = 0.0  # spend at which the next notice / the exhaustion happens
-    dirty: int = 0  # 1 if spend arrived since the last tick
+    dirty: int = 0  # 1 if an event since the last tick found the budget ahead of its pace
+    pace_k: float = 0.0  # pace_gate * limit / period: the pace line is pace_k * (t - since)
+    since: float = 0.0  # start of the pace line: period start, or the first event if watched from mid-period
+    cur_lo: float = 0.0  # the bucket being filled [cur_lo, cur_hi) and its sum, not yet in the ring
+    cur_hi: float = 0.0
+    cur: float = 0.0
+    next_judge: float = 0.0  # burn rates are judged once per bucket (every 5 min for a monthly budget)
 
 
 class QuotaBurnState(msgspec.Struct):
@@ -255,45 +260,51 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             cost = self.context.prices.resolve(event.model).cost(
                 event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
             )
-        for group in (bt, bk):
-            if group is None:
-                continue
-            for b in group:
+        if bt is not None:
+            for b in bt:
                 got = self._spend(b, event, cost)
                 if got:
-                    if out is None:
-                        out = []
-                    out.extend(got)
+                    out = got if out is None else out + got
+        if bk is not None:
+            for b in bk:
+                got = self._spend(b, event, cost)
+                if got:
+                    out = got if out is None else out + got
         return out
 
     def _spend(self, b: BudgetInfo, event: UsageEvent, cost: float) -> list[Finding] | None:
         st = self.state
         t: float = event.ts  # type: ignore[assignment]
-        bs = st.budgets.get(b.name)
-        if bs is None or t - bs.moved > MOVE_EVERY:
+        budgets = st.budgets
+        bs = budgets.get(b.name)
+        if bs is None:
             bs = self._touch(b, event, t)
+        elif t - bs.moved > MOVE_EVERY:  # keep the dict in touch order (see detectors.keyspace), inline
+            del budgets[b.name]
+            budgets[b.name] = bs
+            bs.moved = t
         out: list[Finding] | None = None
         if t >= bs.end:
             out = self._new_period(b, bs, t)
-        if t > bs.last:
-            bs.last = t
-        amount = cost if b.limit_usd is not None else float(event.input_tokens + event.output_tokens)
-        ring = bs.ring
-        idx = int(t // ring.width)
-        if idx == ring.head:
-            ring.sums[idx % len(ring.sums)] += amount
+        if b.limit_usd is not None:
+            amount = cost
         else:
-            buckets_add(ring, t, amount)
+            amount = float(event.input_tokens + event.output_tokens)
+            bs.usd += cost
+        if bs.cur_lo <= t < bs.cur_hi:
+            bs.cur += amount
+        else:
+            _to_ring(bs, t, amount)
         if t < bs.start:
             return out  # late event of the previous period: counts for burn rates, not for this period
         spent = bs.spent + amount
         bs.spent = spent
-        bs.usd += cost
-        bs.dirty = 1
         if spent >= bs.next_at:
             got = self._crossed(b, bs, t, event)
             if got:
-                out = (out or []) + got
+                out = got if out is None else out + got
+        if not bs.dirty and spent >= bs.pace_k * (t - bs.since):
+            bs.dirty = 1
         return out
 
     def _touch(self, b: BudgetInfo, event: UsageEvent, t: float) -> BudgetState:
@@ -307,8 +318,16 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             w = self._win(b, tenant)
             bs.ring = Buckets(width=w.bucket, sums=[0.0] * w.ring)
             bs.start, bs.end = self.context.calendar.period_bounds(tenant, t, b.period)
+            self._set_pace(b, bs)
             bs.next_at = self._next_at(b, bs)
         return bs
+
+    def _set_pace(self, b: BudgetInfo, bs: BudgetState) -> None:
+        """The pace line of this period (from the first event seen if that came after the period began)."""
+        limit, _ = self._unit(b)
+        period = bs.end - bs.start
+        bs.since = bs.first if bs.first > bs.start else bs.start
+        bs.pace_k = self.params_for(bs.tenant).pace_gate * limit / period if period > 0.0 else 0.0
 
     def _next_at(self, b: BudgetInfo, bs: BudgetState) -> float:
         """Spend at which the next notice or the exhaustion of this period happens."""
@@ -366,6 +385,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         bs.notices = 0
         bs.notice_ts = []
         bs.exhausted = 0.0
+        self._set_pace(b, bs)
         bs.next_at = self._next_at(b, bs)
         return out or None
 
@@ -395,6 +415,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
 
     def _any_tier(self, b: BudgetInfo, bs: BudgetState, now: float) -> bool:
         """Whether some tier is active; short windows first (few buckets), long ones only if needed."""
+        _flush(bs)
         limit, _ = self._unit(b)
         period = bs.end - bs.start
         if period <= 0.0 or limit <= 0.0:
@@ -411,6 +432,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
 
     def _burns(self, b: BudgetInfo, bs: BudgetState, now: float) -> tuple[int, dict[str, Any], float]:
         """Highest active tier (0: none), the burn-rate evidence, and the fast-tier long-window rate/s."""
+        _flush(bs)
         limit, _ = self._unit(b)
         period = bs.end - bs.start
         sustain = limit / period if period > 0.0 else 0.0
@@ -461,7 +483,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             "remaining": _r(remaining if remaining > 0.0 else 0.0, 4),
             "spent_fraction": _r(bs.spent / limit if limit > 0.0 else 0.0, 4),
             "period_elapsed_fraction": _r(elapsed, 4),
-            "spent_usd": _r(bs.usd, 4),
+            "spent_usd": _r(bs.spent if b.limit_usd is not None else bs.usd, 4),
             "observed_since": _iso(bs.first),
             "rate_per_hour": _r(rate_per_s * 3600.0, 4),
             "sustainable_per_hour": _r(limit / period * 3600.0 if period > 0.0 else 0.0, 4),
@@ -533,11 +555,16 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             self._index()
         out: list[Finding] | None = None
         gone: list[str] = []
+        by_name = self._by_name
         for name, bs in st.budgets.items():
-            b = self._by_name.get(name)
+            b = by_name.get(name)
             if b is None:
                 gone.append(name)  # the budget left the rules
                 continue
+            if now < bs.end and (now < bs.next_judge or (not bs.dirty and not bs.inc_first)):
+                # Judged less than a bucket ago, or not ahead of pace since and nothing open: nothing to do.
+                continue
+            bs.next_judge = now + bs.ring.width - 1.0
             got = self._judge(b, bs, now)
             if got:
                 if out is None:
@@ -545,7 +572,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                 out.extend(got)
         for name in gone:
             del st.budgets[name]
-        expire_idle(st.budgets, now, self.params.idle_ttl_s, st.stats, _last_seen)
+        expire_idle(st.budgets, now, self.params.idle_ttl_s, st.stats)
         return out
 
     def _judge(self, b: BudgetInfo, bs: BudgetState, now: float) -> list[Finding] | None:
@@ -555,8 +582,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         p = self.params_for(bs.tenant)
         limit, _ = self._unit(b)
         period = bs.end - bs.start
-        since = bs.first if bs.first > bs.start else bs.start  # watched since mid-period: pace from then
-        pace = p.pace_gate * limit * (now - since) / period if period > 0.0 else 0.0
+        pace = bs.pace_k * (now - bs.since)  # from the first event if watched since mid-period
         dirty = bs.dirty
         bs.dirty = 0
         endangered = bs.spent >= pace and not bs.exhausted
@@ -630,7 +656,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         b = self._by_name.get(key)
         if b is None:
             return False
-        return bs.last - bs.first >= self._win(b, bs.tenant).tiers[0][3]
+        return bs.moved - bs.first >= self._win(b, bs.tenant).tiers[0][3]
 
     def tracked_keys(self) -> int:
         return len(self.state.budgets)
@@ -640,8 +666,24 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
 
 
 def _new_budget(t: float) -> BudgetState:
-    return BudgetState(moved=t, last=t)
+    return BudgetState(moved=t)
 
 
-def _last_seen(bs: BudgetState) -> float:
-    return bs.last
+def _to_ring(bs: BudgetState, t: float, amount: float) -> None:
+    """An event outside the bucket being filled: a later bucket starts, or a late event goes to the ring."""
+    if t >= bs.cur_hi:
+        _flush(bs)
+        w = bs.ring.width
+        lo = (t // w) * w
+        bs.cur_lo = lo
+        bs.cur_hi = lo + w
+        bs.cur = amount
+    else:
+        buckets_add(bs.ring, t, amount)
+
+
+def _flush(bs: BudgetState) -> None:
+    """Move the bucket being filled into the ring (before windows are summed)."""
+    if bs.cur:
+        buckets_add(bs.ring, bs.cur_lo, bs.cur)
+        bs.cur = 0.0
