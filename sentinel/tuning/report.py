@@ -22,6 +22,7 @@ import html
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -290,10 +291,19 @@ def spend_chart(title: str, series: Mapping[str, Mapping[int, float]], t0: float
     return f'<h3>{_e(title)}</h3><div class="legend">{legend}</div>' + f.svg(title)
 
 
-def tradeoff_chart(spec: SweepSpec, points: Sequence[tuple[str, float, float, bool]], target: float,
-                   width: int = 520, height: int = 300) -> str:
+@dataclass(frozen=True)
+class TradeoffPoint:
+    value: str
+    fp_per_day: float
+    recall: float
+    chosen: bool = False
+    note: str = ""
+
+
+def tradeoff_chart(spec: SweepSpec, points: Sequence[TradeoffPoint], target: float, width: int = 520,
+                   height: int = 300) -> str:
     """Recall (y) against false alerts per day (x), one point per value, joined in value order."""
-    xmax = max([p[1] for p in points] + [target]) * 1.15 or 1.0
+    xmax = max([p.fp_per_day for p in points] + [target]) * 1.15 or 1.0
     f = Frame(width, height, 0.0, xmax, 0.0, 1.05, bottom=40)
     f.axes([(v, _fmt_num(v)) for v in _nice_ticks(0.0, xmax)], "recall", "false alerts per day")
     p = f.parts
@@ -301,21 +311,26 @@ def tradeoff_chart(spec: SweepSpec, points: Sequence[tuple[str, float, float, bo
     p.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{f.top}" y2="{f.h - f.bottom}" stroke="#d62728" '
              f'stroke-dasharray="5,4"><title>target {target:g} false alerts/day</title></line>'
              f'<text x="{tx + 4:.1f}" y="{f.h - f.bottom - 6}" font-size="11" fill="#d62728">target</text>')
-    pts = " ".join(f"{f.x(x):.1f},{f.y(y):.1f}" for _, x, y, _ in points)
+    pts = " ".join(f"{f.x(q.fp_per_day):.1f},{f.y(q.recall):.1f}" for q in points)
     p.append(f'<polyline class="curve" points="{pts}" fill="none" stroke="#4e79a7" stroke-width="1.5"/>')
-    merged: dict[tuple[float, float], tuple[list[str], bool]] = {}
-    for text, x, y, chosen in points:  # values with the same outcome share one point and one label
-        texts, was = merged.setdefault((round(x, 6), round(y, 6)), ([], False))
-        texts.append(text)
-        merged[(round(x, 6), round(y, 6))] = (texts, was or chosen)
-    for (x, y), (texts, chosen) in merged.items():
-        text = ", ".join(texts)
+    merged: dict[tuple[float, float], list[TradeoffPoint]] = {}
+    for q in points:  # values with the same outcome share one point and one label
+        merged.setdefault((round(q.fp_per_day, 6), round(q.recall, 6)), []).append(q)
+    placed: list[tuple[float, float]] = []
+    for (x, y), group in merged.items():
+        text = ", ".join(q.value for q in group)
+        chosen = any(q.chosen for q in group)
         xx, yy = f.x(x), f.y(y)
+        ty = yy - 6
+        while any(abs(px - xx) < 60 and abs(py - ty) < 11 for px, py in placed):  # keep labels apart
+            ty += 13
+        placed.append((xx, ty))
+        notes = "; ".join(f"{spec.param}={q.value}: {q.note}" for q in group if q.note)
         p.append(f'<circle class="point" cx="{xx:.1f}" cy="{yy:.1f}" r="{6 if chosen else 4}" '
                  f'fill="{"#1b9e3a" if chosen else "#4e79a7"}" stroke="#fff">'
                  f'<title>{_e(spec.param)}={_e(text)}: recall {y:.2f}, {x:.2f} false alerts/day'
-                 f'{" (recommended)" if chosen else ""}</title></circle>'
-                 f'<text x="{xx + 7:.1f}" y="{yy - 6:.1f}" font-size="11" fill="#333">{_e(text)}</text>')
+                 f'{" (recommended)" if chosen else ""}\n{_e(notes)}</title></circle>'
+                 f'<text x="{xx + 7:.1f}" y="{ty:.1f}" font-size="11" fill="#333">{_e(text)}</text>')
     return f'<div><h3>{_e(spec.key)}</h3>' + f.svg(f"trade-off {spec.key}") + "</div>"
 
 
@@ -392,7 +407,7 @@ def _tradeoffs(res: TuneResult) -> str:
                 "only the baseline was replayed.</p>")
     charts = []
     for spec in res.specs:
-        pts: list[tuple[float | str, str, float, float, bool]] = []
+        pts: list[tuple[float | str, TradeoffPoint]] = []
         rec = res.recommendations.get(spec.detector)
         for s in res.settings:
             if not (s.is_baseline or (s.detector == spec.detector and set(s.overrides) <= {spec.param})):
@@ -402,10 +417,12 @@ def _tradeoffs(res: TuneResult) -> str:
                 continue
             v = setting_values(s, spec, res.rules)
             chosen = rec is not None and rec.under_target and rec.setting == s.name
+            note = (f"precision {'-' if ds.precision is None else f'{ds.precision:.2f}'}, TTD median "
+                    f"{fmt_duration(ds.ttd_median_s)}, ${ds.usd_before_total:.2f} before detection")
             sort_key: float | str = v if isinstance(v, (int, float)) else str(v)
-            pts.append((sort_key, str(v), ds.fp_per_day, ds.recall or 0.0, chosen))
+            pts.append((sort_key, TradeoffPoint(str(v), ds.fp_per_day, ds.recall or 0.0, chosen, note)))
         pts.sort(key=lambda p: (isinstance(p[0], str), p[0] if not isinstance(p[0], str) else 0, str(p[0])))
-        charts.append(tradeoff_chart(spec, [(t, x, y, c) for _, t, x, y, c in pts], res.target_fp_per_day))
+        charts.append(tradeoff_chart(spec, [q for _, q in pts], res.target_fp_per_day))
     return ('<h2 id="tradeoff">Trade-off curves</h2><p class="note">One point per value of the swept parameter '
             "(other parameters at the baseline); green = recommended.</p><div class=\"grid\">"
             + "".join(charts) + "</div>")
