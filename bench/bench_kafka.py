@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import logging
 import os
 import statistics
 import subprocess
@@ -65,7 +66,8 @@ class _Ts(msgspec.Struct):
 
 
 def load_lines(n: int) -> tuple[list[bytes], str]:
-    """The sample week when present (else synthetic background), repeated with fresh ids, time-sorted."""
+    """The sample week when present (else synthetic background), time-sorted; repeated past its end with
+    fresh event ids and timestamps shifted by its span, so a longer run stays one forward-moving stream."""
     sample = REPO / "replay_data" / "sample.jsonl.gz"
     if sample.exists():
         with gzip.open(sample, "rb") as fh:
@@ -77,11 +79,18 @@ def load_lines(n: int) -> tuple[list[bytes], str]:
         base = list(to_lines(background(days=7, rate_per_min=12)))
         origin = f"synthetic background ({len(base):,} lines)"
     lines = list(base[:n])
-    rep = 1
-    while len(lines) < n:  # later copies shifted by the span, so the stream stays in time order
-        tag = f'"event_id":"r{rep}-'.encode()
-        lines.extend(ln.replace(b'"event_id":"', tag, 1) for ln in base[: n - len(lines)])
-        rep += 1
+    if len(lines) < n:
+        rows = [msgspec.json.decode(ln) for ln in base]
+        for r in rows:  # epoch seconds, whatever the file used (RFC 3339 or epoch)
+            ts = r.get("ts")
+            r["ts"] = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if isinstance(ts, str) else ts
+        times = [r["ts"] for r in rows if isinstance(r["ts"], (int, float))]
+        span = max(times) - min(times) + 3600.0
+        rep = 1
+        while len(lines) < n:
+            for r in rows[: n - len(lines)]:
+                lines.append(msgspec.json.encode(dict(r, event_id=f"r{rep}-{r['event_id']}", ts=r["ts"] + rep * span)))
+            rep += 1
     return lines, origin
 
 
@@ -286,6 +295,7 @@ def rows(quick: bool = False) -> list[Row]:
     lat_s = 8.0 if quick else 20.0
     lines, origin = load_lines(n)
     logs.configure("warning", "console")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # "task blocked the event loop" notes under load
     out: list[Row] = [("machine", f"load {os.getloadavg()[0]:.1f}", f"{os.cpu_count()} cores",
                        "numbers below scale with free CPU")]
     with services() as (bootstrap, redis_url), tempfile.TemporaryDirectory() as tmp:
