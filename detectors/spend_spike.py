@@ -218,7 +218,7 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     tried: int = 0  # 64-bit bloom of the models named by those responses
     fx: int = 0  # recent share of calls on the most expensive tier (EW over ~5 calls)
     ux: int = 0  # usual share (EW over hours)
-    fo: int = 0  # recent output share of tokens
+    fo: int = 0  # recent output share of tokens (EW over ~5 sampled calls, one in four)
     uo: int = 0  # usual output share
     kip: int = 0  # 64-bit bloom: source IPs known for this key
     kapp: int = 0  # 64-bit bloom: user agents and models known for this key
@@ -278,6 +278,11 @@ class SpendSpikeState(msgspec.Struct):
     tenants: dict[str, TenantState] = msgspec.field(default_factory=dict)
     open: dict[str, Incident] = msgspec.field(default_factory=dict)
     population: SeasonalBaseline = msgspec.field(default_factory=new_baseline)
+    # The population prior by hour of week (mean, variance, week effect; 168 x 3), each entry taken
+    # from ``population`` at most once per hour of event time (``prior_at``): every key's roll reads it.
+    prior: list[float] = msgspec.field(default_factory=list)
+    prior_at: list[int] = msgspec.field(default_factory=list)
+    prior_hour: int = -1
     key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
@@ -310,13 +315,19 @@ def _bloom_add(bloom: bytearray, s: str, seed: int) -> None:
 
 
 def _prof_get(prof: bytearray, hod: int) -> int:
-    return int.from_bytes(prof[2 * hod: 2 * hod + 2], "little", signed=True)
+    """The int16 (little-endian) at ``hod``."""
+    i = 2 * hod
+    v = prof[i] | (prof[i + 1] << 8)
+    return v - 65536 if v >= 32768 else v
 
 
 def _prof_set(prof: bytearray, hod: int, x: float) -> None:
     q = round(x * _Q)
     q = -32767 if q < -32767 else (32767 if q > 32767 else q)
-    prof[2 * hod: 2 * hod + 2] = q.to_bytes(2, "little", signed=True)
+    q &= 0xFFFF
+    i = 2 * hod
+    prof[i] = q & 0xFF
+    prof[i + 1] = q >> 8
 
 
 _alphas: dict[float, float] = {}
@@ -369,9 +380,14 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         t: float = event.ts  # type: ignore[assignment]
         key = event.api_key_id
         st = self.state
-        ks = st.keys.get(key)
-        if ks is None or t - ks.moved > MOVE_EVERY:
-            ks = self._touch(event, key, t)
+        keys = st.keys
+        ks = keys.get(key)
+        if ks is None:
+            ks = self._create(event, key, t)
+        elif t - ks.moved > MOVE_EVERY:  # keep the dict in touch order (see detectors.keyspace), inline
+            del keys[key]
+            keys[key] = ks
+            ks.moved = t
         hour = int(t // 3600.0)
         if hour > ks.hour:
             self._roll(ks, event, hour, t)
@@ -476,9 +492,11 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 ks.fx = fx + (100 - fx) // 5
         elif fx:
             ks.fx = fx - (fx + 4) // 5
-        out = event.output_tokens
-        fo = ks.fo
-        ks.fo = fo + (100 * out // (out + event.input_tokens + 1) - fo) // 5
+        if not ks.h_reqs & 3:
+            # The output share is sampled on every 4th call of the hour (an attack makes hundreds).
+            out = event.output_tokens
+            fo = ks.fo
+            ks.fo = fo + (100 * out // (out + event.input_tokens + 1) - fo) // 5
 
         if ks.inc:
             self._during(key, event, cost, novel)
@@ -514,16 +532,20 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         p = self.params
         return p.max_tenants if p.max_tenants < p.max_keys else p.max_keys
 
-    def _touch(self, event: UsageEvent, key: str, t: float) -> KeyState:
+    def _create(self, event: UsageEvent, key: str, t: float) -> KeyState:
+        """A key never seen (or forgotten): its state, judged against its tenant's and everyone's priors."""
         st = self.state
-        existed = key in st.keys
         ks = touch(st.keys, key, t, self._new_key, self.params.max_keys, st.key_stats)
-        if not existed:
-            tid = event.tenant_id
-            tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
-            if key in st.open:
-                ks.inc = 1
-            self._prepare(ks, tn, tid, ks.hour, self.context.calendar.utc_offset(tid, t), self.params_for(tid))
+        tid = event.tenant_id
+        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
+        if key in st.open:
+            ks.inc = 1
+        if not st.prior:
+            st.prior = [0.0] * (3 * 168)
+            st.prior_at = [-1] * 168
+        if ks.hour > st.prior_hour:
+            st.prior_hour = ks.hour
+        self._prepare(ks, tn, tid, ks.hour, self.context.calendar.utc_offset(tid, t), self.params_for(tid))
         return ks
 
     @staticmethod
@@ -577,11 +599,13 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         tid = event.tenant_id
         p = self.params_for(tid)
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
+        if hour > st.prior_hour:
+            st.prior_hour = hour
         first = ks.hour
         # One time-zone lookup per roll: the offset of the current hour serves the folded ones too
         # (a DST change shifts one fold by an hour, once or twice a year).
         off = self.context.calendar.utc_offset(tid, t)
-        self._fold(ks, tn, first, off, ks.h_spend, ks.h_reqs, p)
+        prev: float | None = self._fold(ks, tn, first, off, ks.h_spend, ks.h_reqs, p)
         # Idle hours fold as zero spend; after a long absence only the most recent ones.
         idle_from = first + 1
         if hour - idle_from > p.max_fold_hours - 1:
@@ -589,7 +613,9 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             ks.x3h *= math.exp(-3600.0 * skipped / _TAU_LONG)
             idle_from += skipped
         for h in range(idle_from, hour):
-            self._fold(ks, tn, h, off, 0.0, 0, p, True)
+            prev = self._fold(ks, tn, h, off, 0.0, 0, p, True)
+        if idle_from >= hour and first != hour - 1:
+            prev = None  # the hour before this one was not folded: no expectation of it at hand
         ks.hour = hour
         ks.h_spend = 0.0
         ks.h_reqs = 0
@@ -597,10 +623,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             ks.pip = ks.papp = 0  # stale pending entries; anything still in use re-enters
             ks.pend_t = None
             ks.new_ip = ks.new_ua = None
-        self._prepare(ks, tn, tid, hour, off, p)
+        self._prepare(ks, tn, tid, hour, off, p, prev)
 
     def _fold(self, ks: KeyState, tn: TenantState, h: int, off: float, spend: float, reqs: int,
-              p: SpendSpikeParams, idle: bool = False) -> None:
+              p: SpendSpikeParams, idle: bool = False) -> float:
         """Hour ``h`` of the key is over: advance the expected 3 h window, learn from the hour.
 
         An idle hour (no call) only teaches the key's own profile: the tenant and
@@ -622,9 +648,9 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             if reqs:
                 ks.ux = ks.fx
                 ks.uo = ks.fo
-            return
+            return mu
         if ks.inc:
-            return  # frozen while an incident is open
+            return mu  # frozen while an incident is open
         x = math.log(spend + floor)
         if prof is None:
             prof = ks.prof = bytearray(_PROFILE_INIT)
@@ -643,7 +669,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             _prof_set(prof, hod, m + (a if a > amin else amin) * r)
         ks.folds += 1
         if idle:
-            return
+            return mu
         at = _alpha(p.tenant_half_life_obs)
         tp = tn.prof
         if tp is None:
@@ -666,12 +692,19 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 ks.lcpr = lc if ks.lcpr == 0.0 else ks.lcpr + 0.1 * (lc - ks.lcpr)
             ks.ux += (ks.fx - ks.ux) // 10
             ks.uo += (ks.fo - ks.uo) // 10
+        return mu
 
     def _expect(self, ks: KeyState, tn: TenantState | None, how: int, p: SpendSpikeParams) -> tuple[float, float]:
         """Expected log hourly spend of the key at hour-of-week ``how``, and its variance."""
-        pop = self.state.population
-        pm, pv, _ = baseline_expect(pop, how, math.log(p.spend_floor_usd_per_h), 4.0, 1.0, p.shrink)
-        week = baseline_week_effect(pop, how, p.shrink)  # weekday/weekend, from everyone's hour of week
+        st = self.state
+        h = how % 168
+        if st.prior_at[h] != st.prior_hour:
+            self._refresh_prior(h)
+        prior = st.prior
+        i = 3 * h
+        pm = prior[i]
+        pv = prior[i + 1]
+        week = prior[i + 2]  # weekday/weekend, from everyone's hour of week
         hod = how % 24
         tp = tn.prof if tn is not None else None
         if tp is not None and tn is not None:
@@ -693,14 +726,26 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         d = km - pm
         return pm + w * d, w * kv + (1.0 - w) * pv + w * (1.0 - w) * d * d
 
+    def _refresh_prior(self, how: int) -> None:
+        """Take the population prior for hour-of-week ``how`` (at most once per hour of event time)."""
+        st = self.state
+        p = self.params
+        m, v, _ = baseline_expect(st.population, how, math.log(p.spend_floor_usd_per_h), 4.0, 1.0, p.shrink)
+        i = 3 * how
+        st.prior[i] = m
+        st.prior[i + 1] = v
+        st.prior[i + 2] = baseline_week_effect(st.population, how, p.shrink)
+        st.prior_at[how] = st.prior_hour
+
     def _baseline_now(self, ks: KeyState, tn: TenantState | None, how: int,
-                      p: SpendSpikeParams) -> tuple[float, float, float]:
+                      p: SpendSpikeParams, prev: float | None = None) -> tuple[float, float, float]:
         """Expected $/h (floor included) for the 15-minute window and for this hour, and the log-scale sd.
 
         The 15-minute window is held to the highest expectation of the hour and
         its neighbours, so that a job starting a few minutes early is no spike.
         """
-        prev = self._expect(ks, tn, how - 1, p)[0]
+        if prev is None:
+            prev = self._expect(ks, tn, how - 1, p)[0]
         mu, var = self._expect(ks, tn, how, p)
         nxt = self._expect(ks, tn, how + 1, p)[0]
         sd = math.sqrt(var)
@@ -719,13 +764,14 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         d = math.exp(-dt / _TAU_LONG)
         return (ks.x3h * d) * _PER_H_LONG + rate * (1.0 - d) + floor
 
-    def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, off: float, p: SpendSpikeParams) -> None:
+    def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, off: float, p: SpendSpikeParams,
+                 prev: float | None = None) -> None:
         """Gates for this hour: the window sums above which the key is worth scoring."""
         t = hour * 3600.0
         if t - tn.born < p.tenant_warmup_s:
             ks.g15 = ks.g3h = ks.gr15 = _INF
             return
-        e15, e_now, sd = self._baseline_now(ks, tn, hour_of_week_utc(t + 1800.0, off), p)
+        e15, e_now, sd = self._baseline_now(ks, tn, hour_of_week_utc(t + 1800.0, off), p, prev)
         floor = p.spend_floor_usd_per_h
         # The expected 3 h sum moves monotonically within the hour: gate on its lower end.
         e3h = min(self._expected_3h(ks, t, e_now, floor), self._expected_3h(ks, t + 3600.0, e_now, floor))
