@@ -27,13 +27,14 @@ CUSUM (Page 1954, :mod:`detectors.changepoint`) with allowance ``cusum_k``.
 An episode opens when ``x >= min_abs_drop`` and the current zero-hit share is
 at least ``clear_zero_share``; the baseline is frozen from then on, so it does
 not learn the collapse. It closes when ``x < min_abs_drop * clear_frac`` or
-the zero-hit share falls under ``clear_zero_share`` again. A finding needs all of:
-the episode lasted ``min_duration_s``, the CUSUM reached ``cusum_h`` (ratio x
-minutes), the drop is still at least ``min_abs_drop``, and over the episode at
-least ``min_episode_requests`` eligible requests came, ``min_zero_share`` of
-them without a hit. With the default 2-minute current half-life, a full
-collapse that recovers after 10 minutes keeps the episode open about 12
-minutes: under the 15-minute minimum.
+the zero-hit share falls under ``clear_zero_share`` again. A finding needs
+all of: the episode lasted ``min_duration_s``, the CUSUM reached ``cusum_h``
+(ratio x judged minutes), the drop is still at least ``min_abs_drop``, and
+over the episode at least ``min_episode_requests`` eligible requests came,
+``min_zero_share`` of them without a hit. With the default 2-minute current half-life, a full
+collapse that recovers after 10 minutes keeps an episode open for about 7
+minutes (the zero-hit share needs ~3.5 minutes to pass 70 %): well under the
+15-minute minimum.
 
 The cause is named from the workload's state:
 
@@ -53,7 +54,9 @@ The cause is named from the workload's state:
 Extra dollars per day = (baseline - current ratio) x current input tokens per
 day x (input - cached input price per token). A prefix key reports only while
 its workload is not itself in an episode (one alert per collapse). A firing
-key resolves on recovery, after ``quiet_resolve_s`` without traffic, or after
+key resolves once its recovery has held for ``recover_s`` (a collapse that
+comes back sooner, e.g. bursty traffic, stays one incident), after
+``quiet_resolve_s`` without traffic (silence is not recovery), or after
 ``max_incident_s``, when the new level becomes the baseline.
 """
 

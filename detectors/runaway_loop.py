@@ -12,7 +12,7 @@ ends a run. Each run keeps O(1) statistics, folded in as turns arrive:
   Low inter-arrival dispersion is the classic mark of automated traffic
   (Hu et al., "BAYWATCH: robust beaconing detection to identify infected
   hosts in large-scale enterprise networks", DSN 2016; RITA's beacon score).
-* **steadiness** -- time since the last human-paced gap: one more than
+* **steadiness** -- time since the last human-paced gap: a gap more than
   ``irregular_ratio`` times longer, or shorter, than the mean gap so far.
 * **repetition** -- share of turns whose ``prompt_shape`` equals the previous turn's.
 * **context growth** -- share of turns whose ``input_tokens`` grew.
