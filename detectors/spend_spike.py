@@ -30,7 +30,14 @@ Method, per ``api_key_id``:
 * **Windows.** Spend, requests, novel-source spend/requests and 403/404
   responses are exponentially decayed sums with time constants of 15 minutes
   and 3 hours (``S <- S * exp(-dt / tau) + x``; an estimate of the amount in
-  the last ``tau``), plus a tumbling one-minute spend for the fast path.
+  the last ``tau``), plus a tumbling one-minute spend for the fast path. The
+  3-hour sum is compared with the hourly expectations passed through the
+  same kernel, so the tail of a job that has just ended is no spike.
+* **Known sources.** A key's IPs, user agents and models are 2-hash Bloom
+  filters in two 64-bit integers (crc32, deterministic across processes);
+  its tenant's in a 1024-bit array. A source neither knows is *pending* for
+  ``novelty_s`` before it is trusted (never while an incident is open); a
+  tenant in warm-up learns everything it sees.
 * **Signals** (each 0..1):
 
   - ``spend``: ``(ln(ratio) - tolerance) / ln(ratio_saturation / ratio_tolerance)``
