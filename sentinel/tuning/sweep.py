@@ -93,7 +93,7 @@ def parse_sweep(text: str, rules: RuleSet) -> SweepSpec:
     """``detector.param=v1,v2,...`` checked against the detector's ``Params`` (each value validated).
 
     >>> from sentinel.rules import load_rules
-    >>> parse_sweep("retry_storm.min_requests=10,20", load_rules(None)).values
+    >>> parse_sweep("retry_storm.max_keys=10,20,10", load_rules(None)).values
     (10, 20)
     """
     m = _SPEC.match(text.strip())

@@ -61,8 +61,9 @@ def test_parse_sweep_validates_against_params() -> None:
     assert parse_sweep("quota_burn.notice_fractions=[0.5,0.9],[0.8]", rules).values == ((0.5, 0.9), (0.8,))
     for bad, msg in [("nodot=1", "expected detector.param"), ("nope.x=1", "no detector 'nope'"),
                      ("cross_tenant.nope=1", "has no parameter 'nope'"),
-                     ("cross_tenant.min_score=abc", "cross_tenant.min_score=abc"),
-                     ("retry_storm.min_requests=-5", "retry_storm.min_requests=-5")]:
+                     ("cross_tenant.min_score=abc", "cross_tenant.min_score=abc: Input should be a valid number"),
+                     ("cross_tenant.min_score=1.5", "less than or equal to 1"),
+                     ("retry_storm.max_keys=-5", "retry_storm.max_keys=-5: Input should be greater than or equal")]:
         with pytest.raises(SweepError, match=msg):
             parse_sweep(bad, rules)
 
