@@ -166,10 +166,17 @@ def event_row(e: UsageEvent) -> dict[str, Any]:
 
 
 def collect_events(alert: Alert, samples: set[str], rules: RuleSet, inputs: Sequence[str], before_s: float,
-                   after_s: float, lateness_s: float, progress: Progress | None = None) -> dict[str, Any]:
-    """Second pass: the sample events by id, and the entity's events in [detected - before, detected + after]."""
+                   after_s: float, lateness_s: float, progress: Progress | None = None,
+                   last_seen: float | None = None) -> dict[str, Any]:
+    """Second pass: the sample events by id, and the entity's events in [detected - before, detected + after].
+
+    Stops reading once event time is past the window and ``last_seen`` (the last version's detection:
+    no sample event comes after it).
+    """
     detected = parse_time(alert.detected_at)
     lo, hi = detected - before_s, detected + after_s
+    stop_at = max(hi, last_seen or hi) + lateness_s
+    past = [False]
     mine = entity_matcher(alert, rules)
     sample_rows: dict[str, dict[str, Any]] = {}
     around: list[dict[str, Any]] = []
@@ -179,6 +186,8 @@ def collect_events(alert: Alert, samples: set[str], rules: RuleSet, inputs: Sequ
         if e.event_id in samples and e.event_id not in sample_rows:
             sample_rows[e.event_id] = event_row(e)
         t: float = e.ts  # type: ignore[assignment]
+        if t > stop_at:
+            past[0] = True
         if lo <= t <= hi and mine(e):
             totals["events"] += 1
             totals["cost_usd"] += e.cost_usd or 0.0
@@ -193,7 +202,10 @@ def collect_events(alert: Alert, samples: set[str], rules: RuleSet, inputs: Sequ
         pipeline.feed(batch.lines, batch.source, batch.positions)
         if progress is not None:
             progress.update(len(batch.lines))
-    pipeline.drain()
+        if past[0]:
+            break
+    else:
+        pipeline.drain()
     return {"samples": [sample_rows[i] for i in sorted(sample_rows, key=lambda i: sample_rows[i]["ts"])],
             "missing_samples": sorted(samples - set(sample_rows)), "around": around,
             "window": {"from": rfc3339(lo), "to": rfc3339(hi)}, **{k: (round(v, 6) if isinstance(v, float) else v)
@@ -319,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         progress = Progress("events", enabled=not args.no_progress)
         try:
             events = collect_events(versions[0], samples, rules, args.inputs, args.before, args.after,
-                                    args.lateness, progress)
+                                    args.lateness, progress, parse_time(versions[-1].detected_at))
         finally:
             progress.close()
     except InputError as err:
