@@ -29,6 +29,9 @@ def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 def configure(level: str = "info", fmt: str = "json") -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s")
+    # kafka-python at DEBUG logs raw protocol bytes: record values (events, secrets a gateway put in them)
+    # and SASL handshakes. Those bytes bypass the scrubber below, so that logger never goes below INFO.
+    logging.getLogger("kafka").setLevel(max(lvl, logging.INFO))
     renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[

@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"sentinel run: invalid settings:\n{err}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    # kafka-python logs every connection at INFO; our own events say what matters.
-    logging.getLogger("kafka").setLevel(logging.WARNING if settings.log_level != "debug" else logging.DEBUG)
+    # kafka-python logs every connection at INFO; our own events say what matters. Never DEBUG: at DEBUG it
+    # dumps raw request/response bytes (every record's value, SASL handshakes) into the log.
+    logging.getLogger("kafka").setLevel(logging.WARNING if settings.log_level != "debug" else logging.INFO)
     rules_dir = settings.resolved_rules_dir()
     try:
         rules = load_rules(rules_dir)
@@ -98,6 +99,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"sentinel run: cannot load rules:\n{err}", file=sys.stderr)
         return 2
     store, ledger = build_stores(settings)
-    daemon = Daemon(settings, rules, store, ledger, rules_dir=rules_dir, shapes=build_shape_registry(settings))
+    delivery = build_configured_delivery(settings, rules)
+    daemon = Daemon(settings, rules, store, ledger, rules_dir=rules_dir, shapes=build_shape_registry(settings),
+                    sinks=[delivery] if delivery is not None else ())
     daemon.install_signals()
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        if delivery is not None:
+            delivery.close()
+
+
+def delivery_configured(settings: Settings) -> bool:
+    """True when SENTINEL_SINKS__* name a delivery sink (HEC, syslog, OCSF, JSONL, Slack, revoke URL, paging)."""
+    s = settings.sinks
+    return bool(s.jsonl_path or (s.hec_url and s.hec_token is not None) or s.syslog_host or s.ocsf_path
+                or (s.slack_bot_token is not None and s.slack_channel) or s.revoke_url
+                or s.pagerduty_routing_key is not None or s.pagerduty_enabled or s.opsgenie_api_key is not None
+                or s.alertmanager_urls)
+
+
+def build_configured_delivery(settings: Settings, rules: Any) -> Any:
+    """The delivery pipeline (:mod:`sentinel.alerting.delivery`) as one more daemon sink, or None when no
+    delivery sink is configured (then ``sentinel run`` writes only the alerts topic and the alerts file).
+    Its outbox, silences and revoke rate limits live in Redis when ``state.redis_url`` is set."""
+    if not delivery_configured(settings):
+        return None
+    from sentinel.alerting.delivery import build_delivery
+
+    client = None
+    if settings.state.redis_url is not None:
+        import redis
+
+        client = redis.Redis.from_url(settings.state.redis_url.get_secret_value(), socket_timeout=5.0,
+                                      socket_connect_timeout=2.0)
+    return build_delivery(settings, rules.routes, client)
