@@ -505,7 +505,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             "duration": p.weight_duration * _clamp(duration / max(4.0 * p.min_duration_s, 60.0)),
             "cost": p.weight_cost * _clamp(math.log1p(extra) / math.log1p(p.cost_full_usd_per_day)),
         }
-        score = _clamp(sum(signals.values()))
+        score = score_now = _clamp(sum(signals.values()))
         cause, cause_evidence = self._cause(st, fam, p, since)
         if inc is None:
             if score < p.fire_score or len(self.state.incidents) >= p.max_keys:
@@ -523,7 +523,9 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             self.state.incidents[ikey] = inc
             title = f"Prompt-cache hit ratio collapsed ({cause.replace('_', ' ')})"
         elif score >= inc.score + p.score_step or extra >= inc.extra_usd_per_day * p.cost_step:
-            inc.score = max(inc.score, score)
+            # The score only goes up while the incident fires; this minute's score stays in the evidence.
+            score_now = score
+            score = inc.score = max(inc.score, score)
             inc.extra_usd_per_day = extra
             inc.last = t
             if cause != inc.cause:
@@ -553,6 +555,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             "feature": event.feature,
         }
         evidence.update(cause_evidence)
+        if score_now != score:
+            evidence["score_now"] = round(score_now, 4)
         what = "workload" if inc.entity_type == "model" else "prefix"
         summary = (
             f"Cache hit ratio of {what} {inc.entity_id} fell from {base:.0%} to {cur:.0%} for "

@@ -336,7 +336,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             "off_hours": periodic * p.weight_off_hours if off_hours else 0.0,
             "cost": periodic * p.weight_cost * _clamp(math.log1p(at_risk) / math.log1p(p.cost_full_usd)),
         }
-        score = _clamp(sum(signals.values()))
+        score = score_now = _clamp(sum(signals.values()))
         incidents = self.state.incidents
         inc = incidents.get(key)
         if inc is None:
@@ -356,7 +356,10 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             incidents[key] = inc
             title = "Runaway agent loop"
         elif score >= inc.score + p.score_step or st.cost >= inc.cost * p.cost_step:
-            inc.score = max(score, inc.score)
+            # An incident's score only goes up while it fires: a dip of one signal (a slow turn) is no
+            # de-escalation. The score of this turn stays in the evidence.
+            score_now = score
+            score = inc.score = max(score, inc.score)
             inc.cost = st.cost
             inc.turns = st.n
             inc.last = t
@@ -385,6 +388,8 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             "off_hours": off_hours,
             "prompt_shape": st.shape,
         }
+        if score_now != score:
+            evidence["score_now"] = round(score_now, 4)
         if typical is not None and agent is not None:
             evidence["typical_run_cost_usd"] = round(typical, 6)
             evidence["typical_run_turns"] = round(agent.turns, 1)
