@@ -184,7 +184,8 @@ def test_a_long_dip_does_fire() -> None:
     assert [f.status for f in found] == ["firing", "resolved"]
 
 
-def test_small_drop_below_min_abs_drop_does_not_fire() -> None:
+def test_lower_ratio_while_requests_still_hit_does_not_fire() -> None:
+    """0.70 -> 0.58: more than min_abs_drop, but the cache still serves every request: no collapse."""
     ours = cached_traffic(START, 12.0, ratio=lambda t: 0.58 if t >= SWITCH else 0.7)
     assert drive(detector(), ours) == []
 
