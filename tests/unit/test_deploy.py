@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from sentinel.config import Settings
 from sentinel.rules import load_rules
+from tests.services import _ensure_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -659,10 +660,8 @@ def test_helm_chart_metadata() -> None:
 
 
 def systemd_tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/bin:/bin:/usr/sbin")
-    if path is None:
-        pytest.fail(f"{name} is missing (Debian package systemd)")
-    return path
+    """systemd-analyze / systemd-sysusers (Debian package systemd; installed with apt-get when root)."""
+    return _ensure_binary(name, "systemd")
 
 
 def unit_directives() -> dict[str, list[str]]:
