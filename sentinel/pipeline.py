@@ -44,7 +44,9 @@ from sentinel.rules import RuleSet
 
 _ts = attrgetter("ts")
 _MAX_DEAD_RAW: Final = 64 * 1024
-_MAX_CATCHUP_TICKS: Final = 120
+# Ticks are never skipped over a gap (resolution times must not depend on how events are
+# split into partitions), up to this many (~70 days at 60 s); beyond that only the gap's ends.
+_MAX_CATCHUP_TICKS: Final = 100_000
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -88,6 +90,15 @@ class PipelineOptions:
     max_line_bytes: int = 64 * 1024
 
 
+class Suspect(msgspec.Struct):
+    """The last event of a batch that jumped far ahead: accepted or rejected with the next batch."""
+
+    event: UsageEvent
+    raw: bytes
+    position: int | str
+    source: str
+
+
 class PipelineState(msgspec.Struct):
     max_ts: float = 0.0
     released_to: float = 0.0
@@ -101,6 +112,7 @@ class PipelineState(msgspec.Struct):
     evicted_seen: int = 0
     cardinality_since: float = 0.0
     cardinality_last: float = 0.0
+    suspect: Suspect | None = None
 
 
 @dataclass
@@ -147,12 +159,19 @@ class Pipeline:
         self._evicted_seen = 0
         self._cardinality_since = 0.0
         self._cardinality_last = 0.0
+        self._suspect: Suspect | None = None
         self._price_of: dict[str, tuple[float, float, float, float]] = {}
 
     # -- intake ---------------------------------------------------------------------------------
 
-    def feed(self, lines: Sequence[bytes], source: str, positions: Sequence[int]) -> BatchResult:
-        """Process one batch of raw lines; ``positions[i]`` is line i's line number or offset."""
+    def feed(self, lines: Sequence[bytes], source: str, positions: Sequence[int],
+             now: float | None = None) -> BatchResult:
+        """Process one batch of raw lines; ``positions[i]`` is line i's line number or offset.
+
+        ``now`` is the caller's wall clock (live daemon): events more than ``max_future_s``
+        ahead of it are rejected. Replay passes nothing and far-future outliers are
+        recognised from their neighbours instead (see :meth:`_drop_out_of_range`).
+        """
         stats = self.stats
         stats.lines += len(lines)
         events, rejected = self.decoder.decode_batch(lines)
@@ -172,7 +191,7 @@ class Pipeline:
                 good = [i for i in range(len(lines)) if i not in bad and lines[i].strip()]
                 return lines[good[j]], positions[good[j]]
 
-            fresh = self._admit(events, source, dead, locate)
+            fresh = self._admit(events, source, dead, locate, now)
             if fresh:
                 self._pending.extend(fresh)
                 alerts = self._release(self._max_ts - self.options.lateness_s)
@@ -187,21 +206,35 @@ class Pipeline:
         return self._release(self._max_ts - self.options.lateness_s)
 
     def _admit(self, events: list[UsageEvent], source: str, dead: list[DeadLetter],
-               locate: Callable[[int], tuple[bytes, int | str]] | None) -> list[UsageEvent]:
+               locate: Callable[[int], tuple[bytes, int | str]] | None, now: float | None = None,
+               check_range: bool = True) -> list[UsageEvent]:
         """Range checks, dedup and cost enrichment; returns the events to buffer.
 
         Works on the whole batch with C-level set and min/max operations; only a
         batch holding an out-of-range or duplicate event takes the per-event path.
         """
         opts = self.options
+        future, late = opts.max_future_s, opts.max_late_s
+        if self._suspect is not None:
+            sus = self._suspect
+            events = self._settle_suspect(events, dead)
+            if locate is not None and events and events[0] is sus.event:
+                inner = locate
+
+                def locate(j: int) -> tuple[bytes, int | str]:
+                    return (sus.raw, sus.position) if j == 0 else inner(j - 1)
+
         times: list[float] = [ev.ts for ev in events]  # type: ignore[misc]
         lo = min(times)
         hi = max(times)
-        ref_new, ref_old = self._max_ts, self._released_to or self._max_ts
-        if not ref_new:  # first events of the stream: their median is the reference
-            ref_new = ref_old = sorted(times)[len(times) // 2]
-        if hi > ref_new + opts.max_future_s or lo < ref_old - opts.max_late_s:
-            events = self._drop_out_of_range(events, ref_new, ref_old, source, dead, locate)
+        max_ts = self._max_ts
+        suspicious = check_range and (
+            hi - lo > min(future, late)
+            or (max_ts and (hi > max_ts + future or lo < max_ts - late))
+            or (now is not None and hi > now + future)
+        )
+        if suspicious:
+            events = self._drop_out_of_range(events, now, source, dead, locate)
             if not events:
                 return events
             hi = max(e.t for e in events)
@@ -235,28 +268,70 @@ class Pipeline:
         self.stats.accepted += len(events)
         return events
 
-    def _drop_out_of_range(self, events: list[UsageEvent], max_ts: float, released_to: float, source: str,
+    def _drop_out_of_range(self, events: list[UsageEvent], now: float | None, source: str,
                            dead: list[DeadLetter], locate: Callable[[int], tuple[bytes, int | str]] | None,
                            ) -> list[UsageEvent]:
+        """Dead-letter events too far behind the stream or too far in the future.
+
+        *Too old*: more than ``max_late_s`` behind the newest accepted event.
+        *Future*: with a wall clock (live), more than ``max_future_s`` ahead of it.
+        Without one (replay), an event is a future outlier when it jumps more than
+        ``max_future_s`` ahead of the newest accepted event and the next event of
+        the batch does not follow it there (or it is the batch's last): a sparse
+        stream with a long gap keeps its events, while one corrupt timestamp
+        cannot drag the stream's clock forward and turn everything after it into
+        "too old". Decisions depend only on the input order, so replay is stable.
+        """
         opts = self.options
-        too_old = released_to - opts.max_late_s
+        future, late = opts.max_future_s, opts.max_late_s
+        newest = self._max_ts or None
         keep = []
+        n = len(events)
         for j, ev in enumerate(events):
             t: float = ev.ts  # type: ignore[assignment]
-            if t > max_ts + opts.max_future_s:
-                why = Rejection("ts_in_future", "ts", f"more than {opts.max_future_s:.0f}s ahead of the stream",
-                                str(t))
-            elif t < too_old:
-                why = Rejection("ts_too_old", "ts", f"more than {opts.max_late_s:.0f}s behind the stream", str(t))
+            why: Rejection | None = None
+            if newest is not None and t < newest - late:
+                why = Rejection("ts_too_old", "ts", f"more than {late:.0f}s behind the stream", str(t))
+            elif now is not None:
+                if t > now + future:
+                    why = Rejection("ts_in_future", "ts", f"more than {future:.0f}s ahead of the clock", str(t))
             else:
+                nxt: float | None = events[j + 1].ts if j + 1 < n else None  # type: ignore[assignment]
+                ref = newest if newest is not None else nxt
+                if ref is not None and t > ref + future:
+                    if nxt is None:
+                        # The batch's last event jumped ahead: the next batch tells whether the
+                        # stream follows it (a gap) or not (a corrupt timestamp).
+                        raw, position = locate(j) if locate is not None else (msgspec.json.encode(ev), ev.event_id)
+                        self._suspect = Suspect(ev, raw, position, source)
+                        continue
+                    if nxt < t - future:
+                        why = Rejection("ts_in_future", "ts", f"more than {future:.0f}s ahead of the stream",
+                                        str(t))
+            if why is None:
                 keep.append(ev)
-                if t > max_ts:
-                    max_ts = t
+                if newest is None or t > newest:
+                    newest = t
                 continue
             raw, position = locate(j) if locate is not None else (msgspec.json.encode(ev), ev.event_id)
             dead.append(self._dead(raw, why, source, position))
             self.stats.rejected[why.code] += 1
         return keep
+
+    def _settle_suspect(self, events: list[UsageEvent], dead: list[DeadLetter]) -> list[UsageEvent]:
+        """Accept the held-back jump if this batch follows it, else dead-letter it."""
+        sus = self._suspect
+        assert sus is not None
+        self._suspect = None
+        first: float = events[0].ts  # type: ignore[assignment]
+        t: float = sus.event.ts  # type: ignore[assignment]
+        if first >= t - self.options.max_future_s:
+            return [sus.event, *events]
+        why = Rejection("ts_in_future", "ts", f"more than {self.options.max_future_s:.0f}s ahead of the stream",
+                        str(t))
+        dead.append(self._dead(sus.raw, why, sus.source, sus.position))
+        self.stats.rejected[why.code] += 1
+        return events
 
     def _drop_duplicates(self, events: list[UsageEvent]) -> list[UsageEvent]:
         cur = self._dedup_cur
@@ -405,7 +480,15 @@ class Pipeline:
         return out
 
     def drain(self) -> list[Alert]:
-        """End of input: release every buffered event (the watermark goes to +inf)."""
+        """End of input: release every buffered event (the watermark goes to +inf).
+
+        A held-back jump (see :meth:`_drop_out_of_range`) is accepted: nothing follows
+        it that it could push out of range.
+        """
+        if self._suspect is not None:
+            sus, self._suspect = self._suspect, None
+            self._pending.extend(self._admit([sus.event], sus.source, [], None, check_range=False))
+            self._max_ts = max(self._max_ts, sus.event.t)
         return self._release(float("inf"))
 
     def advance_to(self, now: float) -> list[Alert]:
@@ -431,6 +514,7 @@ class Pipeline:
             evicted_seen=self._evicted_seen,
             cardinality_since=self._cardinality_since,
             cardinality_last=self._cardinality_last,
+            suspect=self._suspect,
         )
         return msgspec.msgpack.encode(state)
 
@@ -446,6 +530,7 @@ class Pipeline:
         self._evicted_seen = state.evicted_seen
         self._cardinality_since = state.cardinality_since
         self._cardinality_last = state.cardinality_last
+        self._suspect = state.suspect
         for det in self.detectors:
             blob = state.detectors.get(det.name)
             if blob is not None:

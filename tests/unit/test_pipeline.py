@@ -210,3 +210,63 @@ def test_cardinality_flood_raises_one_alert_and_memory_stays_bounded() -> None:
     assert all(n <= cap for n in p.tracked_keys().values()), p.tracked_keys()
     assert card[0].evidence["evicted_total"] > 0
     jsonschema.validate(json.loads(encode_alert(card[0])), SCHEMA)
+
+
+def test_sparse_stream_with_long_gaps_keeps_every_event() -> None:
+    # A quiet partition: a few events a day, gaps of several days, batches spanning weeks.
+    f = Factory("sparse")
+    times = [T0 + d * 86400 + h * 3600 for d in (0, 1, 5, 6, 20, 21, 22, 40) for h in (9, 13)]
+    lines = list(to_lines([f.event(t) for t in times]))
+    for batch in (3, 5, 100):
+        p = make()
+        feed_all(p, lines, batch=batch)
+        assert p.stats.accepted == len(times) and not p.stats.rejected, (batch, p.stats.rejected)
+
+
+def test_one_corrupt_future_timestamp_cannot_poison_the_stream() -> None:
+    f = Factory("poison")
+    evs = [f.event(T0 + i * 10) for i in range(300)]
+    evs.insert(100, f.event(T0 + 200 * 86400))  # one event 200 days ahead, mid-batch
+    evs.insert(250, f.event(T0 + 90 * 86400))   # and one as the last line of a batch below
+    lines = list(to_lines(evs))
+    p = make()
+    res_dead = []
+    for i in range(0, len(lines), 251 - 0):
+        res_dead.extend(p.feed(lines[i:i + 251], "t", range(i + 1, i + 1 + len(lines[i:i + 251]))).dead)
+    p.drain()
+    assert sorted((d.reason, d.position) for d in res_dead) == [("ts_in_future", 101), ("ts_in_future", 251)]
+    assert p.stats.accepted == 300 and p.stats.late == 0
+
+
+def test_live_clock_bounds_the_future() -> None:
+    f = Factory("live")
+    evs = [f.event(T0 + i) for i in range(10)] + [f.event(T0 + 3 * 86400), f.event(T0 + 11)]
+    p = make()
+    res = p.feed(list(to_lines(evs)), "t", range(1, 13), now=T0 + 60)
+    assert [(d.reason, d.position) for d in res.dead] == [("ts_in_future", 11)]
+    # with the clock days later (a backlog being caught up) it is no longer in the future; the
+    # event after it is then more than a day behind the stream, which is too late
+    q = make()
+    res = q.feed(list(to_lines(evs)), "t", range(1, 13), now=T0 + 5 * 86400)
+    assert [(d.reason, d.position) for d in res.dead] == [("ts_too_old", 12)]
+
+
+def test_gap_at_a_batch_boundary_is_judged_with_the_next_batch() -> None:
+    f = Factory("edge")
+    evs = [f.event(T0 + i) for i in range(10)] + [f.event(T0 + 5 * 86400 + i) for i in range(10)]
+    lines = list(to_lines(evs))
+    p = make()
+    dead = p.feed(lines[:11], "t", range(1, 12)).dead  # ends with the first event after the gap
+    blob = p.snapshot()  # the held-back event survives a checkpoint
+    q = make()
+    q.restore(blob)
+    dead += q.feed(lines[11:], "t", range(12, 21)).dead
+    q.drain()
+    assert not dead and q.stats.accepted == 10  # the held-back event and the 9 after it
+    assert len(q.detectors[0].state.seen) == 20
+    # the same jump followed by the old time again is a corrupt timestamp
+    r = make()
+    r.feed(lines[:11], "t", range(1, 12))
+    back = list(to_lines([f.event(T0 + 20 + i) for i in range(5)]))
+    res = r.feed(back, "t", range(12, 17))
+    assert [(d.reason, d.position) for d in res.dead] == [("ts_in_future", 11)]
