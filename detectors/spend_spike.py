@@ -380,6 +380,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         self._ip_bits: dict[str, int] = {}
         self._app_bits: dict[str, int] = {}
         self._model_info: dict[str, tuple[int, bool]] = {}
+        # Per key: (ip, user agent, model, top tier, model bits) of its last all-known call.
+        self._last_sources: dict[str, tuple[str | None, str | None, str, bool, int]] = {}
 
     # -- hot path ---------------------------------------------------------------------------------
 
@@ -405,29 +407,19 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             )
         p: SpendSpikeParams = self.params if not self.tenant_params else self.params_for(event.tenant_id)
 
-        # Novelty of the source and the model, and the model's tier.
+        # Novelty of the source and the model, and the model's tier. A key calling again with the
+        # IP, user agent and model of its last call, all known then, skips the filters: a key's known
+        # bits are never removed while it lives (the memo forgets a key when it is created again).
         novel = 0
         ip = event.source_ip
-        if ip is not None:
-            bits = self._ip_bits.get(ip)
-            if bits is None:
-                bits = self._memo(self._ip_bits, ip, _SEED_IP)
-            if ks.kip & bits != bits and self._unknown(ks, event, ip, bits, _SEED_IP, t, p):
-                novel = 1
         ua = event.user_agent
-        if ua is not None:
-            bits = self._app_bits.get(ua)
-            if bits is None:
-                bits = self._memo(self._app_bits, ua, _SEED_UA)
-            if ks.kapp & bits != bits and self._unknown(ks, event, ua, bits, _SEED_UA, t, p):
-                novel |= 2
         model = event.model
-        info = self._model_info.get(model)
-        if info is None:
-            info = self._model_memo(model)
-        mbits, top = info
-        if ks.kapp & mbits != mbits and self._unknown(ks, event, model, mbits, _SEED_MODEL, t, p):
-            novel |= 4
+        last = self._last_sources.get(key)
+        if last is not None and last[0] == ip and last[1] == ua and last[2] == model:
+            top = last[3]
+            mbits = last[4]
+        else:
+            novel, mbits, top = self._novelty(ks, key, event, ip, ua, model, t, p)
 
         # Decayed windows; a late event is added with the weight of its age.
         dt = t - ks.last
@@ -521,6 +513,35 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
 
     # -- per key bookkeeping (cold) -----------------------------------------------------------
 
+    def _novelty(self, ks: KeyState, key: str, event: UsageEvent, ip: str | None, ua: str | None, model: str,
+                 t: float, p: SpendSpikeParams) -> tuple[int, int, bool]:
+        """Check the call's IP, user agent and model against the key's filters (bit 1, 2, 4: new)."""
+        novel = 0
+        if ip is not None:
+            bits = self._ip_bits.get(ip)
+            if bits is None:
+                bits = self._memo(self._ip_bits, ip, _SEED_IP)
+            if ks.kip & bits != bits and self._unknown(ks, event, ip, bits, _SEED_IP, t, p):
+                novel = 1
+        if ua is not None:
+            bits = self._app_bits.get(ua)
+            if bits is None:
+                bits = self._memo(self._app_bits, ua, _SEED_UA)
+            if ks.kapp & bits != bits and self._unknown(ks, event, ua, bits, _SEED_UA, t, p):
+                novel |= 2
+        info = self._model_info.get(model)
+        if info is None:
+            info = self._model_memo(model)
+        mbits, top = info
+        if ks.kapp & mbits != mbits and self._unknown(ks, event, model, mbits, _SEED_MODEL, t, p):
+            novel |= 4
+        if not novel:
+            memo = self._last_sources
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = (ip, ua, model, top, mbits)
+        return novel, mbits, top
+
     def _memo(self, memo: dict[str, int], s: str, seed: int) -> int:
         bits = _bits64(s, seed)
         if len(memo) >= _MEMO_LIMIT:
@@ -543,6 +564,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         """A key never seen (or forgotten): its state, judged against its tenant's and everyone's priors."""
         st = self.state
         ks = touch(st.keys, key, t, self._new_key, self.params.max_keys, st.key_stats)
+        self._last_sources.pop(key, None)  # a new state: nothing is known yet
         tid = event.tenant_id
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
         if key in st.open:
@@ -1060,6 +1082,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         expire_idle(st.keys, now, ttl, st.key_stats)
         expire_idle(st.tenants, now, ttl, st.tenant_stats)
         return out
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self._last_sources.clear()
 
     # -- introspection ---------------------------------------------------------------------------------
 
