@@ -41,10 +41,12 @@ from types import FrameType
 
 from sentinel.alerts import Alert
 from sentinel.config import Settings
+from sentinel.formats import Adapter, adapt_batch, get_format
 from sentinel.http import Health, HealthServer
 from sentinel.logs import get_logger
 from sentinel.metrics import DaemonMetrics, StatsCursor
 from sentinel.pipeline import DeadLetter, Pipeline, PipelineOptions
+from sentinel.redact import SECRET_RE
 from sentinel.rules import RuleSet, load_rules
 from sentinel.sinks.jsonl import JsonlAlertSink
 from sentinel.sinks.kafka import AlertsTopicSink, DeadLetterTopic, TopicProducer
@@ -129,6 +131,10 @@ class Daemon:
         self._shape_backlog: dict[tuple[int, str], dict[str, list[str]]] = {}
         self.metrics = metrics or DaemonMetrics()
         self.clock = clock
+        # KafkaSettings.input_format: records in another format (litellm, otel-genai, bedrock) are
+        # mapped to usage-v1 lines before the pipeline; usage-v1 itself needs no adapter.
+        adapter = get_format(self.kafka.input_format, settings.mapping)
+        self._adapter: Adapter | None = None if adapter.identity else adapter
         self.options = PipelineOptions(lateness_s=settings.lateness_s, tick_s=settings.tick_s,
                                        dedup_horizon_s=settings.dedup_horizon_s)
         self.health = Health()
@@ -267,9 +273,16 @@ class Daemon:
                 values, offsets = values[k:], offsets[k:]
                 if not values:
                     continue
-            res = part.pipeline.feed(values, f"{topic}/{b.partition}", offsets)
+            source = f"{topic}/{b.partition}"
+            feed_values, feed_offsets = values, offsets
+            if self._adapter is not None:  # another input format: records -> usage-v1 lines, offsets kept
+                adapted = adapt_batch(self._adapter, values, offsets, source, part.pipeline.stats)
+                if adapted.dead:
+                    self._dead_letters(b.partition, adapted.dead, values, offsets)
+                feed_values, feed_offsets = adapted.lines, adapted.positions
+            res = part.pipeline.feed(feed_values, source, feed_offsets, now=self.clock())
             if res.dead:
-                self._dead_letters(b.partition, res.dead, values, offsets)
+                self._dead_letters(b.partition, res.dead, feed_values, feed_offsets)
             if res.alerts:
                 self._queue(b.partition, res.alerts)
             part.next_offset = offsets[-1] + 1
@@ -289,6 +302,9 @@ class Daemon:
             pos = d.position
             i = index.get(pos) if isinstance(pos, int) else None
             raw = values[i] if i is not None else d.raw.encode()
+            if d.reason == "secret_in_api_key_id" or SECRET_RE.search(raw.decode("utf-8", "replace")):
+                # Original bytes, except a credential: it must not be copied to another topic in clear.
+                raw = d.raw.encode()
             offset = pos if isinstance(pos, int) else -1
             self._dead.append((partition, d, raw, offset))
             if self._dlq is not None and not self._dead_resend:

@@ -103,11 +103,34 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(settings, rules, store, ledger, rules_dir=rules_dir, shapes=build_shape_registry(settings),
                     sinks=[delivery] if delivery is not None else ())
     daemon.install_signals()
+    actions = start_slack_actions(settings, delivery)
     try:
         return daemon.run()
     finally:
+        if actions is not None:
+            actions.shutdown()
         if delivery is not None:
             delivery.close()
+
+
+def start_slack_actions(settings: Settings, delivery: Any) -> Any:
+    """Serve Slack's interactivity endpoint (Acknowledge / Silence 1h / Revoke key) when a signing
+    secret is configured: requests are verified (v0 HMAC, 5-minute replay window) before anything
+    happens; Acknowledge is forwarded to PagerDuty/Opsgenie through the outbox."""
+    secret = settings.sinks.slack_signing_secret
+    if delivery is None or secret is None:
+        return None
+    from sentinel.sinks.factory import acknowledge_hook
+    from sentinel.sinks.slack_actions import SlackActions, serve
+
+    actions = SlackActions(secret.get_secret_value(), delivery.silence_store, delivery.outbox,
+                           delivery.notifiers.get("revoke"),
+                           on_ack=acknowledge_hook(delivery.outbox, delivery.notifiers.values()))
+    server = serve(actions, settings.http_host, settings.sinks.slack_actions_port)
+    log = logs.get_logger("sentinel.run")
+    log.info("slack_actions_listening", host=settings.http_host, port=server.server_address[1],
+             path="/slack/actions")
+    return server
 
 
 def delivery_configured(settings: Settings) -> bool:
