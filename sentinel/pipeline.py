@@ -74,6 +74,8 @@ class PipelineStats:
     rejected: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     findings: int = 0
+    #: events priced at the fallback price because their model is not in prices.yaml
+    unknown_models: Counter[str] = field(default_factory=Counter)
 
     @property
     def rejected_total(self) -> int:
@@ -350,8 +352,12 @@ class Pipeline:
         """Per-token-million rates of a model, memoised (bounded) for the hot loop."""
         mp = self.prices.resolve(model)
         row = (mp.input, mp.cached_input, mp.cache_write, mp.output)
-        if mp.known and len(self._price_of) < 10_000:
-            self._price_of[model] = row
+        if mp.known:
+            if len(self._price_of) < 10_000:
+                self._price_of[model] = row
+        else:
+            unknown = self.stats.unknown_models
+            unknown[model if model in unknown or len(unknown) < 1_000 else "(other)"] += 1
         return row
 
     @staticmethod

@@ -121,3 +121,16 @@ def test_oversized_lines_are_rejected_without_reading_them_whole(tmp_path: Path)
     assert s["rejected_by_reason"] == {"line_too_long": 1} and s["accepted"] == len(good)
     rec = json.loads((tmp_path / "dead.jsonl").read_text())
     assert rec["position"] == 11 and rec["raw_bytes"] <= 64 * 1024 + 1
+
+
+def test_unknown_models_are_priced_at_fallback_and_reported(tmp_path: Path) -> None:
+    events = background(days=0.1, seed=6)
+    for ev in events[::10]:
+        ev.model = "mystery-model-9000"
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(to_lines(events)) + b"\n")
+    res = sentinel("replay", "--rules", str(REPO / "rules"), "--out", str(tmp_path / "o"), "--dead-letter",
+                   str(tmp_path / "d"), "--summary-json", str(tmp_path / "s.json"), str(tmp_path / "in.jsonl"))
+    assert res.returncode == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["unknown_models"] == {"mystery-model-9000": len(events[::10])}
+    assert b"mystery-model-9000" in res.stderr and b"fallback price" in res.stderr
