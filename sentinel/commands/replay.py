@@ -116,6 +116,7 @@ def summary(result: ReplayResult, dead_path: str, out: str) -> dict[str, Any]:
         "events_per_s": round(s.lines / result.seconds) if result.seconds > 0 else None,
         "dead_letter": dead_path if result.dead_written else None,
         "out": out,
+        "unknown_models": dict(s.unknown_models.most_common(20)),
     }
 
 
@@ -139,6 +140,10 @@ def print_summary(data: dict[str, Any]) -> None:
     w(f"  time            {data['seconds']:>11.2f}s  ({eps:,} lines/s)\n" if eps else "")
     if data["dead_letter"]:
         w(f"  dead letters -> {data['dead_letter']}\n")
+    if data["unknown_models"]:
+        w("  warning: models not in prices.yaml, priced at the fallback price (events):\n")
+        for model, n in data["unknown_models"].items():
+            w(f"    {model:<40}{n:>8,}\n")
 
 
 def run(args: argparse.Namespace) -> int:
