@@ -31,8 +31,11 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -43,6 +46,16 @@ from sentinel.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from sentinel.rules import load_rules  # noqa: E402
 
 Row = tuple[str, str, str, str]
+
+
+def _epoch(ts: Any) -> float:
+    if isinstance(ts, str):
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    return float(ts) / 1000.0 if ts >= 1e11 else float(ts)
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def load_lines(n: int) -> tuple[list[bytes], str]:
@@ -56,13 +69,20 @@ def load_lines(n: int) -> tuple[list[bytes], str]:
 
         base = list(to_lines(background(days=7, rate_per_min=12)))
         origin = f"synthetic background ({len(base):,} lines)"
-    lines = list(base)
-    rep = 1
-    while len(lines) < n:
-        # Repeat with fresh event ids so that dedup does not drop the copies.
-        tag = f'"event_id":"r{rep}-'.encode()
-        lines.extend(ln.replace(b'"event_id":"', tag, 1) for ln in base)
-        rep += 1
+    lines = list(base[:n])
+    if len(lines) < n:
+        # Repeat as one forward-moving stream: each copy gets fresh event ids (else dedup drops it) and
+        # timestamps shifted by the sample's span (else the copies are week-old, dead-lettered as too old,
+        # and the rates count events that never reached the detectors). RFC 3339 kept, so decode costs the same.
+        rows = [msgspec.json.decode(ln) for ln in base]
+        times = [_epoch(r["ts"]) for r in rows]
+        span = max(times) - min(times) + 3600.0
+        rep = 1
+        while len(lines) < n:
+            for r, t in zip(rows[: n - len(lines)], times, strict=False):
+                lines.append(msgspec.json.encode(dict(r, event_id=f"r{rep}-{r['event_id']}",
+                                                      ts=_rfc3339(t + rep * span))))
+            rep += 1
     return lines[:n], origin
 
 
