@@ -101,7 +101,7 @@ def test_absurd_timestamps_rejected_with_reason(tmp_path: Path) -> None:
 @pytest.mark.parametrize("target", ["fuzz_events.py", "fuzz_rules.py"])
 def test_bounded_fuzz_run_finds_no_crash(tmp_path: Path, target: str) -> None:
     pytest.importorskip("atheris", reason="atheris is a dev dependency; `make install` installs it")
-    seconds = os.environ.get("SENTINEL_FUZZ_SECONDS", "15")
+    seconds = os.environ.get("SENTINEL_FUZZ_SECONDS", "8")
     res = subprocess.run(
         [sys.executable, str(REPO / "tests" / "fuzz" / target), f"-max_total_time={seconds}", "-seed=1",
          f"-artifact_prefix={tmp_path}/", "-rss_limit_mb=1024"],
