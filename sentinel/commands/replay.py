@@ -5,6 +5,34 @@ alerts it writes are the ones the daemon would have sent. At the end it prints
 a summary: lines read, accepted, rejected by reason, duplicates, alerts by
 detector and throughput. Exit status: 0 when it ran (even with rejected
 lines), 2 when an input or the rules cannot be read.
+
+Replay with partitions. ``sentinel run`` keeps one pipeline per Kafka
+partition, and some detectors keep state across the keys of their pipeline
+(spend_spike's population prior, cross_tenant's shape owners and user
+fan-out, the cardinality cap), so one pipeline over everything does not
+give the daemon's alerts. ``--partitions N`` replays what the daemon does
+on a topic of N partitions keyed by ``tenant_id``: every line goes to the
+partition kafka-python's default partitioner picks for its tenant_id
+(:mod:`sentinel.partitioning`; a line without a readable tenant_id, which a
+producer sends keyless to a random partition, goes to partition 0 -- it is
+rejected wherever it goes and changes no state), each partition's pipeline
+sees its lines in input order, and the alerts are written at the end sorted
+by ``(detected_at, alert_id, version)``. The daemon's alerts file has no
+fixed order across partitions (polls interleave partitions as fetches
+return), so compare it with this output as a sorted set.
+
+What can still differ: cross_tenant's global shape view. The daemon
+publishes each partition's shape delta to its ShapeRegistry and merges the
+global view back at every checkpoint of that partition (every
+``state.checkpoint_every_s`` of wall time or ``checkpoint_every_events``
+records, and on revoke and shutdown). What a partition gets back depends on
+how far the *other* partitions have got by then, which depends on fetch
+timing and wall time, so it is not a function of the events: two daemon
+runs over the same topic can differ in cross_tenant's shape-leak and
+rare-shape (probing) judgments, and no replay schedule can reproduce them.
+Replay exchanges nothing while it runs: it equals a daemon that did not
+checkpoint before its last alert (``tests/integration/test_daemon_sample.py``
+runs the daemon that way and checks it byte for byte on the whole sample).
 """
 
 from __future__ import annotations
@@ -13,13 +41,16 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sentinel.alerts import Alert
 from sentinel.config import Settings
 from sentinel.formats import DEFAULT_FORMAT, FORMATS, RECORD_MAX_BYTES, Adapter, adapt_batch, get_format
+from sentinel.partitioning import TenantRouter
 from sentinel.pipeline import Pipeline, PipelineOptions, PipelineStats
 from sentinel.progress import Progress
 from sentinel.rules import RuleSet, load_rules
@@ -46,6 +77,9 @@ def register(sub: Any) -> None:
     p.add_argument("--format", default=DEFAULT_FORMAT, choices=sorted(FORMATS),
                    help="input format (default usage-v1); see sentinel/formats/ for the mappings, "
                    "SENTINEL_MAPPING__* for the metadata keys")
+    p.add_argument("--partitions", type=_positive_int, default=1, metavar="N",
+                   help="replay as the daemon does on a topic of N partitions keyed by tenant_id: one pipeline "
+                   "per partition, alerts sorted by (detected_at, alert_id, version) (default 1: one pipeline)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     k = p.add_argument_group("replay from Kafka (instead of INPUT files)")
     k.add_argument("--from-kafka", metavar="TOPIC", help="read the events of TOPIC between --since and --until")
@@ -98,6 +132,62 @@ def replay(pipeline: Pipeline, inputs: list[str], alert_sink: JsonlAlertSink, de
     alert_sink.flush()
     dead_sink.flush()
     return ReplayResult(pipeline.stats, time.perf_counter() - start, alert_sink.written, dead_sink.written)
+
+
+def replay_partitioned(pipelines: Sequence[Pipeline], inputs: list[str], alert_sink: JsonlAlertSink,
+                       dead_sink: JsonlDeadLetterSink, batch_size: int = 4096,
+                       progress: Progress | None = None) -> ReplayResult:
+    """``replay`` as the live daemon runs it on a topic of ``len(pipelines)`` partitions keyed by tenant_id.
+
+    Each line goes to the pipeline of the partition a producer keying by ``tenant_id`` picks
+    (:mod:`sentinel.partitioning`; lines without a readable tenant_id to partition 0), and each pipeline
+    sees its own lines in input order. The partitions share nothing while they run: see "Replay with
+    partitions" in the module docstring for the one thing the daemon shares (cross_tenant's shape view)
+    and why it is not replayed. Alerts of all partitions are written at the end, sorted by
+    ``(detected_at, alert_id, version)``; dead letters as they come, partition by partition.
+    """
+    start = time.perf_counter()
+    n = len(pipelines)
+    route = TenantRouter(n).partition
+    alerts: list[Alert] = []
+    for batch in batches(inputs, batch_size, pipelines[0].options.max_line_bytes):
+        parts: list[tuple[list[bytes], list[int]]] = [([], []) for _ in range(n)]
+        for line, position in zip(batch.lines, batch.positions, strict=True):
+            lines, positions = parts[route(line)]
+            lines.append(line)
+            positions.append(position)
+        for pipeline, (lines, positions) in zip(pipelines, parts, strict=True):
+            if lines:
+                result = pipeline.feed(lines, batch.source, positions)
+                alerts.extend(result.alerts)
+                dead_sink.write(result.dead)
+        if progress is not None:
+            progress.update(len(batch.lines), alerts=len(alerts))
+    for pipeline in pipelines:
+        alerts.extend(pipeline.drain())
+    alerts.sort(key=alert_order)
+    alert_sink.write(alerts)
+    alert_sink.flush()
+    dead_sink.flush()
+    stats = PipelineStats()
+    for pipeline in pipelines:
+        add_stats(stats, pipeline.stats)
+    return ReplayResult(stats, time.perf_counter() - start, alert_sink.written, dead_sink.written)
+
+
+def alert_order(alert: Alert) -> tuple[str, str, int]:
+    """The order of ``replay --partitions`` output: event time, then incident, then version."""
+    return alert.detected_at, alert.alert_id, alert.version
+
+
+def add_stats(total: PipelineStats, part: PipelineStats) -> None:
+    """Add one partition's counters to ``total`` (every field: ints are summed, Counters merged)."""
+    for f in fields(PipelineStats):
+        mine, theirs = getattr(total, f.name), getattr(part, f.name)
+        if isinstance(mine, Counter):
+            mine.update(theirs)
+        else:
+            setattr(total, f.name, mine + theirs)
 
 
 def summary(result: ReplayResult, dead_path: str, out: str) -> dict[str, Any]:
@@ -153,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"sentinel replay: cannot load rules:\n{err}", file=sys.stderr)
         return 2
     if args.from_kafka is not None or args.since is not None or args.until is not None:
+        if args.partitions != 1:
+            print("sentinel replay: --partitions applies to INPUT files (--from-kafka reads one pipeline)",
+                  file=sys.stderr)
+            return 2
         return run_from_kafka(args, rules)
     if not args.inputs:
         print("sentinel replay: give INPUT files (or - for stdin), or --from-kafka TOPIC --since T", file=sys.stderr)
@@ -161,7 +255,12 @@ def run(args: argparse.Namespace) -> int:
         if path != "-" and not Path(path).is_file():
             print(f"sentinel replay: {path}: no such file", file=sys.stderr)
             return 2
-    pipeline = Pipeline(rules, PipelineOptions(lateness_s=args.lateness))
+    if args.partitions != 1 and args.format != DEFAULT_FORMAT:
+        print(f"sentinel replay: --partitions needs usage-v1 input (the routing key is its tenant_id), "
+              f"not {args.format}", file=sys.stderr)
+        return 2
+    options = PipelineOptions(lateness_s=args.lateness)
+    pipeline = Pipeline(rules, options)
     try:
         adapter = get_format(args.format, Settings().mapping if args.format != DEFAULT_FORMAT else None)
     except ValueError as err:
@@ -171,7 +270,11 @@ def run(args: argparse.Namespace) -> int:
     dead_sink = JsonlDeadLetterSink(args.dead_letter)
     progress = Progress("replay", enabled=not args.no_progress)
     try:
-        result = replay(pipeline, args.inputs, alert_sink, dead_sink, args.batch_size, progress, adapter)
+        if args.partitions == 1:
+            result = replay(pipeline, args.inputs, alert_sink, dead_sink, args.batch_size, progress, adapter)
+        else:
+            pipelines = [pipeline, *(Pipeline(rules, options) for _ in range(args.partitions - 1))]
+            result = replay_partitioned(pipelines, args.inputs, alert_sink, dead_sink, args.batch_size, progress)
     except InputError as err:
         progress.close()
         print(f"sentinel replay: {err}", file=sys.stderr)
@@ -266,6 +369,16 @@ def run_from_kafka(args: argparse.Namespace, rules: RuleSet) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n")
     return 0
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def _number_or_text(value: str) -> str | float:
