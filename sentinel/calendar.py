@@ -49,12 +49,14 @@ class TenantCalendar:
     '2026-11-09T13:00:00+00:00'
     """
 
-    __slots__ = ("_clocks", "_default", "_offsets")
+    __slots__ = ("_clocks", "_default", "_next_start", "_offsets")
 
     def __init__(self, tenants: dict[str, tuple[str, WorkWeek]], default: tuple[str, WorkWeek]) -> None:
         self._clocks = {tid: TenantClock(ZoneInfo(tz), week) for tid, (tz, week) in tenants.items()}
         self._default = TenantClock(ZoneInfo(default[0]), default[1])
         self._offsets: dict[str, tuple[int, float]] = {}
+        # Per tenant, the last off-hours answer of next_business_start: (asked at, next start).
+        self._next_start: dict[str, tuple[float, float]] = {}
 
     def clock(self, tenant_id: str) -> TenantClock:
         return self._clocks.get(tenant_id, self._default)
@@ -103,6 +105,11 @@ class TenantCalendar:
             return t + _WEEK
         if self.is_business_hours(tenant_id, t):
             return t
+        # Off hours, the answer is the first business start after t: the same for every later
+        # off-hours t before that start (runaway_loop asks on every turn of a night-long loop).
+        memo = self._next_start.get(tenant_id)
+        if memo is not None and memo[0] <= t < memo[1]:
+            return memo[1]
         local = self.local_datetime(tenant_id, t)
         day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
         for i in range(8):
@@ -111,6 +118,9 @@ class TenantCalendar:
                 continue
             cand = cand_naive.replace(tzinfo=clock.zone).timestamp()
             if cand > t:
+                if len(self._next_start) > 100_000:
+                    self._next_start.clear()
+                self._next_start[tenant_id] = (t, cand)
                 return cand
         return t + _WEEK  # pragma: no cover - unreachable with at least one business day
 
