@@ -1,7 +1,14 @@
 """A real Prometheus (Debian ``prometheus``) scrapes ``sentinel run``'s /metrics while it consumes a topic,
 and its HTTP API gives back the events counter, the consumer lag per partition and the alerts by
 detector -- equal to what the daemon wrote -- with deploy/prometheus/sentinel-rules.yaml loaded and
-evaluating cleanly against the real series."""
+evaluating cleanly against the real series.
+
+The backlog Prometheus must see is held, not raced: the daemon catches up on the topic in well under a
+second, while Prometheus scrapes first about 5 s after it starts (its discovery manager sends the first
+target set after its 5 s update interval) and then once a second. So the alerts file starts as a
+directory: the first alert cannot be written, the daemon stops taking records (partitions paused) with
+the rest of the topic unread, and the lag stays up until the test removes the directory.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.daemon_helpers import daemon_env, firing_events, lines_and_keys, start_daemon, wait_exit
+from tests.integration.daemon_helpers import (
+    daemon_env,
+    firing_events,
+    lines_and_keys,
+    log_events,
+    start_daemon,
+    wait_exit,
+    wait_for,
+)
 from tests.services import REPO, Service, _spawn, create_topic, free_port, produce_lines, wait_tcp
 
 pytestmark = pytest.mark.kafka
@@ -111,26 +126,38 @@ def test_prometheus_scrapes_the_daemon(kafka_bootstrap: str, tmp_path: Path) -> 
                      extra={"SENTINEL_HTTP_PORT": str(http_port)})
     log = tmp_path / "daemon.log"
     alerts_file = tmp_path / "alerts.jsonl"
-    # Prometheus first, so that it scrapes from the daemon's first second on and sees the lag fall.
+    alerts_file.mkdir()  # a sink outage: holds the backlog until Prometheus has scraped it (module docstring)
     prom, url = start_prometheus(tmp_path / "prometheus", http_port)
     daemon = start_daemon(env, log, "--alerts-file", str(alerts_file))
     try:
         assert wait_tcp(http_port, 30, daemon), log.read_text()[-2000:]
         job = 'job="sentinel"'
+        lag = f'sentinel_consumer_lag{{{job}, topic="{topic}"}}'
+        wait_for(lambda: any(e["event"] == "processing_blocked" and e.get("reason") == "sink_failing:jsonl"
+                             for e in log_events(log)), 30, "the daemon to stop on the failing alerts file")
+        # Held: Prometheus sees the records the paused daemon has not read yet, never more than were produced.
+        deadline = time.monotonic() + 30
+        while (held := scalar(url, f"sum({lag})")) is None or held <= 0:
+            assert time.monotonic() < deadline, f"no backlog scraped; log tail:\n{log.read_text()[-2000:]}"
+            time.sleep(0.25)
+        assert held < len(lines)
+        by_partition = {int(r["metric"]["partition"]): float(r["value"][1]) for r in query(url, lag)}
+        assert all(n <= ends[p] for p, n in by_partition.items()), (by_partition, ends)
+        alerts_file.rmdir()  # the sink is back: the daemon resumes and catches up
         # Every record fed is counted once under one outcome; Prometheus gets there by scraping.
         wait_value(url, f'sum(sentinel_events_total{{{job}, outcome=~"accepted|duplicate|blank|rejected"}})',
                    float(len(lines)), 60)
         assert scalar(url, f'up{{{job}}}') == 1.0
         # Lag per partition: one series for every partition that holds records (the gauge needs a fetch's
         # high watermark), all caught up now.
-        wait_value(url, f'count(sentinel_consumer_lag{{{job}, topic="{topic}"}})', float(len(ends)), 10)
-        wait_value(url, f'sum(sentinel_consumer_lag{{{job}, topic="{topic}"}})', 0.0, 20)
+        wait_value(url, f"count({lag})", float(len(ends)), 10)
+        wait_value(url, f"sum({lag})", 0.0, 20)
         assert {r["metric"]["partition"] for r in query(url, f'sentinel_consumer_lag{{{job}}}')} == {
             str(p) for p in ends}
         assert len(ends) >= 3, "tenants must spread over partitions"
-        # While the daemon caught up, the scrapes saw a backlog.
-        peak = scalar(url, f'max(max_over_time(sentinel_consumer_lag{{{job}, topic="{topic}"}}[5m]))')
-        assert peak is not None and peak > 0
+        # The scrapes saw the backlog, then the daemon caught up: the series went from above 0 to 0.
+        peak = scalar(url, f"max(max_over_time({lag}[5m]))")
+        assert peak is not None and 0 < max(by_partition.values()) <= peak < len(lines)
 
         written = Counter(json.loads(x)["detector"] for x in alerts_file.read_text().splitlines() if x)
         assert written, "the stream must make detectors fire"
