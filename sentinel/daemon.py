@@ -24,7 +24,8 @@ A caught-up partition that stays quiet for ``daemon.idle_after_s`` is advanced
 (``daemon.idle_advance``): on wall time in production, or drained (output
 identical to replay) for demos and tests. SIGTERM finishes the batch, flushes,
 checkpoints and leaves the group; SIGHUP reloads the rules after validating
-them (the old ones stay on error).
+them (the old ones stay on error), and hands them to ``on_reload`` (``sentinel
+run``: the delivery pipeline's routes) before they take effect.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from sentinel.http import Health, HealthServer
 from sentinel.logs import get_logger
 from sentinel.metrics import DaemonMetrics, StatsCursor
 from sentinel.pipeline import DeadLetter, Pipeline, PipelineOptions
-from sentinel.redact import SECRET_RE
+from sentinel.redact import SECRET_RE, redact_text
 from sentinel.rules import RuleSet, load_rules
 from sentinel.sinks.jsonl import JsonlAlertSink
 from sentinel.sinks.kafka import AlertsTopicSink, DeadLetterTopic, TopicProducer
@@ -116,7 +117,8 @@ class Daemon:
     def __init__(self, settings: Settings, rules: RuleSet, store: CheckpointStore, ledger: NotificationLedger,
                  *, sinks: Sequence[AlertSink] = (), rules_dir: Path | None = None,
                  metrics: DaemonMetrics | None = None, clock: Callable[[], float] = time.time,
-                 http: bool = True, shapes: ShapeRegistry | None = None) -> None:
+                 http: bool = True, shapes: ShapeRegistry | None = None,
+                 on_reload: Callable[[RuleSet], None] | None = None) -> None:
         self.settings = settings
         self.kafka = settings.kafka
         self.rules = rules
@@ -125,6 +127,9 @@ class Daemon:
         self.ledger = ledger
         self.owner = ledger.owner
         self.extra_sinks = list(sinks)
+        # Called with the new rules on a SIGHUP reload, once they are validated and before they take effect
+        # (``sentinel run``: the delivery pipeline's routes); raising keeps the current rules everywhere.
+        self.on_reload = on_reload
         # What detectors must see across partitions/replicas (cross_tenant's shape -> tenants view) is
         # exchanged with this registry at each checkpoint; Redis-backed when state is in Redis.
         self.shapes: ShapeRegistry = shapes if shapes is not None else MemoryShapeRegistry()
@@ -684,6 +689,14 @@ class Daemon:
                 self.metrics.reloads.labels("incompatible").inc()
                 log.error("rules_reload_failed", error=type(err).__name__, action="keeping the current rules")
                 return
+            if self.on_reload is not None:
+                try:
+                    self.on_reload(rules)
+                except Exception as err:
+                    self.metrics.reloads.labels("error").inc()
+                    log.error("rules_reload_failed", error=type(err).__name__, stage="on_reload",
+                              detail=redact_text(str(err))[:500], action="keeping the current rules")
+                    return
             for p, pipeline in fresh.items():
                 self._parts[p].pipeline = pipeline
                 self._parts[p].cursor = StatsCursor()

@@ -58,6 +58,7 @@ from sentinel.alerting.silences import MemorySilenceStore, Silencer, SilenceStor
 from sentinel.alerts import Alert
 from sentinel.logs import get_logger
 from sentinel.redact import fingerprint, redact_text
+from sentinel.rules import RoutesFile
 
 log = get_logger("sentinel.delivery")
 _RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
@@ -188,8 +189,29 @@ class Delivery:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy: set[str] = set()
+        self._log_unconfigured()
+
+    def _log_unconfigured(self) -> None:
         for missing in sorted(self.router.referenced_sinks() - set(self.notifiers)):
             log.info("route_sink_not_configured", sink=missing)
+
+    def set_routes(self, routes: RoutesFile | None) -> None:
+        """Route by ``routes`` from now on (``sentinel run`` on SIGHUP, once the new rules are validated).
+
+        The router is compiled first and swapped whole, between two :meth:`enqueue` batches, together
+        with the route-dependent state of the sinks (PagerDuty's routing keys per route, re-read from
+        the environment). What is already in the outbox is delivered as it was planned; dedup, cooldown
+        and thread state are kept, so an incident paged under the old routes is told of its end only if
+        the new routes still send it to that sink. The set of sinks comes from the settings, not the
+        rules: a route naming a sink that is not configured is logged, as at start.
+        """
+        router = Router(routes)
+        reroutes = [fn for n in self.notifiers.values() if (fn := getattr(n, "reroute", None)) is not None]
+        with self._plan_lock:
+            self.router = router
+            for reroute in reroutes:
+                reroute(routes)
+        self._log_unconfigured()
 
     # -- the notification path ------------------------------------------------------------------
     def plan(self, alert: Alert, now: float) -> list[Notification]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydantic import SecretStr, ValidationError
 
 from sentinel import logs
 from sentinel.config import Settings
-from sentinel.rules import load_rules
+from sentinel.rules import RuleSet, load_rules
 from sentinel.yamlfile import RulesFileError
 
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     store, ledger = build_stores(settings)
     delivery = build_configured_delivery(settings, rules)
     daemon = Daemon(settings, rules, store, ledger, rules_dir=rules_dir, shapes=build_shape_registry(settings),
-                    sinks=[delivery] if delivery is not None else ())
+                    sinks=[delivery] if delivery is not None else (),
+                    on_reload=reload_delivery(delivery) if delivery is not None else None)
     daemon.install_signals()
     actions = start_slack_actions(settings, delivery)
     try:
@@ -111,6 +113,18 @@ def run(args: argparse.Namespace) -> int:
             actions.shutdown()
         if delivery is not None:
             delivery.close()
+
+
+def reload_delivery(delivery: Any) -> Callable[[RuleSet], None]:
+    """SIGHUP: the delivery pipeline routes by the reloaded ``routes.yaml`` (validated with the other rules)."""
+    log = logs.get_logger("sentinel.run")
+
+    def apply(rules: RuleSet) -> None:
+        delivery.set_routes(rules.routes)
+        log.info("delivery_routes_reloaded", routes=[r.name for r in delivery.router.routes],
+                 default_sinks=list(delivery.router.default_sinks))
+
+    return apply
 
 
 def start_slack_actions(settings: Settings, delivery: Any) -> Any:

@@ -84,6 +84,7 @@ class PagerDutyRouting:
     def __init__(self, routes: RoutesFile | None, default_key: str | None, sink: str = "pagerduty",
                  environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
+        self.environ = env
         r = routes_or_default(routes)
         self.sink = sink
         self.default_key = default_key or None
@@ -117,6 +118,16 @@ class PagerDutyRouting:
     def key(self, route: str) -> str | None:
         return self._keys.get(route) or self.default_key
 
+    def rerouted(self, routes: RoutesFile | None) -> PagerDutyRouting:
+        """The routing for new routes (rules reload), keeping the key of every route they no longer have:
+        incidents triggered on such a route are acknowledged and resolved on its service."""
+        new = PagerDutyRouting(routes, self.default_key, self.sink, self.environ)
+        names = {r.name for r in routes_or_default(routes).routes}
+        for name, key in self._keys.items():
+            if name not in names:
+                new._keys[name] = key
+        return new
+
 
 class PagerDutySink:
     """A page sink (silences, inhibition, cooldown apply) that supports resolve and acknowledge."""
@@ -138,6 +149,14 @@ class PagerDutySink:
         self._ctx: ssl.SSLContext | None = tls_context(verify_tls, ca_file) if self.url.startswith("https") else None
         self.timeout = timeout
         self.client = client
+
+    def reroute(self, routes: RoutesFile | None) -> None:
+        """New routes (rules reload): new incidents are routed by them; the default key stays.
+
+        Incidents already triggered keep their service (see :meth:`_route_of`): the key of a route the
+        new rules no longer have is kept for them, so their acknowledge and resolve still reach it.
+        """
+        self.routing = self.routing.rerouted(routes)
 
     # -- building events --------------------------------------------------------------------------
     def event(self, n: Notification, routing_key: str) -> dict[str, Any]:

@@ -219,3 +219,47 @@ def test_bad_silence_matchers_are_rejected(text: str) -> None:
 
     with pytest.raises(SilenceError):
         Silence.create([text], 0, 10)
+
+
+def test_set_routes_swaps_the_router_for_new_versions_and_keeps_incident_state() -> None:
+    d, siem, slack = make()
+    d.enqueue([make_alert(1, severity="high")])                       # old routes: siem + slack
+    only_siem = RoutesFile.model_validate({"routes": [
+        {"name": "all", "match": {}, "sinks": ["siem"]}], "default_sinks": ["siem"]})
+    d.set_routes(only_siem)
+    assert d.router.routes[0].name == "all"
+    d.enqueue([make_alert(2, severity="high")])                       # new routes: siem only
+    d.enqueue([make_alert(1, version=2, status="resolved")])          # slack heard of it, not routed any more
+    d.set_routes(ROUTES)                                              # back: slack remembers incident 1
+    d.enqueue([make_alert(1, version=3, status="resolved")])
+    d.start()
+    assert d.wait_idle(5)
+    d.close()
+    assert [(n.alert.api_key_id, n.alert.version) for n in slack.sent] == [("key_t_alpha_1", 1), ("key_t_alpha_1", 3)]
+    assert sorted((n.alert.api_key_id, n.alert.version) for n in siem.sent) == [
+        ("key_t_alpha_1", 1), ("key_t_alpha_1", 2), ("key_t_alpha_1", 3), ("key_t_alpha_2", 1)]
+
+
+def test_set_routes_reroutes_pagerduty_keys_and_keeps_the_key_of_a_removed_route() -> None:
+    from sentinel.alerting.outbox import SqliteOutbox as Box
+    from sentinel.sinks.pagerduty import PagerDutyRouting, PagerDutySink
+
+    env = {"PD_SOC": "soc-key-0000000000000000000000000", "PD_FIN": "fin-key-0000000000000000000000000"}
+    before = RoutesFile.model_validate({"routes": [
+        {"name": "soc", "match": {"detector": "spend_spike"}, "sinks": ["pagerduty"],
+         "pagerduty_routing_key_env": "PD_SOC"}]})
+    after = RoutesFile.model_validate({"routes": [
+        {"name": "finops", "match": {"detector": ["spend_spike", "quota_burn"]}, "sinks": ["pagerduty"],
+         "pagerduty_routing_key_env": "PD_FIN"}]})
+    pd = PagerDutySink(PagerDutyRouting(before, "default-key-000000000000000000000", environ=env),
+                       base_url="http://127.0.0.1:9", kv=Box(":memory:"))
+    d = Delivery([pd], Box(":memory:"), Router(before), retry=FAST)
+    alert = make_alert(1)
+    assert pd.routing.route_for(alert) == "soc" and pd.routing.key("soc") == env["PD_SOC"]
+    d.set_routes(after)
+    assert d.router.route(alert) == ("pagerduty",)
+    assert pd.routing.route_for(alert) == "finops" and pd.routing.key("finops") == env["PD_FIN"]
+    assert pd.routing.route_for(make_alert(2, detector="quota_burn")) == "finops"
+    # An incident triggered on "soc" (remembered by route name) still resolves on soc's service.
+    assert pd.routing.key("soc") == env["PD_SOC"]
+    assert pd.routing.key("gone") == "default-key-000000000000000000000"
