@@ -544,8 +544,9 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
     def shared_delta(self) -> dict[str, list[str]]:
         """Shape -> tenants to publish since the last call.
 
-        The owner is included once its private use is established; every other
-        tenant as soon as it is seen. A shape with an empty list asks for the
+        The owner is included once its private use is established, or together
+        with the first other tenant seen using the shape (then it is shared);
+        every other tenant as soon as it is seen. A shape with an empty list asks for the
         global view of that shape (the shape is new here).
         """
         st = self.state
@@ -559,6 +560,11 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                 tenants.append(sh.owner)
                 sh.pub = _PUB_DONE
             if sh.sent < len(sh.others):
+                if sh.pub != _PUB_DONE:
+                    # A shape used by another tenant is shared: publish its first tenant with it, or
+                    # the global view would hold one tenant and read as "private" to a replica.
+                    tenants.append(sh.owner)
+                    sh.pub = _PUB_DONE
                 tenants.extend(sh.others[sh.sent:])
                 sh.sent = len(sh.others)
             delta[shape] = tenants

@@ -276,3 +276,23 @@ def test_background_with_one_intruder_fires_only_for_the_intruder() -> None:
     out = firing(run(make(), evs))
     assert {x.entity_id for x in out} == {"key_alpha_1"}
     assert out[0].evidence["victim_tenants"] == ["t_gamma"]
+
+
+def test_shared_delta_publishes_the_owner_with_the_first_other_tenant() -> None:
+    """A shape seen under two tenants on one replica must not reach others as private to one."""
+    from detectors.cross_tenant import CrossTenant, CrossTenantParams
+    from sentinel.rules import load_rules
+    from tests.synth import T0, Factory
+
+    ctx = load_rules(None).context()
+    a = CrossTenant(CrossTenantParams(), ctx)
+    f = Factory("sd")
+    a.update(f.event(T0, tenant_id="t_one", api_key_id="k1", prompt_shape="shp_shared"))
+    a.update(f.event(T0 + 60, tenant_id="t_two", api_key_id="k2", prompt_shape="shp_shared"))
+    delta = a.shared_delta()
+    assert sorted(delta["shp_shared"]) == ["t_one", "t_two"]
+    # a second replica that saw the shape under t_three only must not treat it as t_two's private shape
+    b = CrossTenant(CrossTenantParams(), ctx)
+    b.merge_shared(delta)
+    got = b.update(f.event(T0 + 120, tenant_id="t_one", api_key_id="k1", prompt_shape="shp_shared"))
+    assert not got
