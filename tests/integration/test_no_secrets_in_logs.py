@@ -320,11 +320,12 @@ def test_no_secret_in_any_output_of_replay_and_run(kafka_bootstrap: str, syslog_
         texts["alerts topic"] = "\n".join(readable(r.value) + repr(r.headers) + repr(r.key) for r in
                                           consume_all(kafka_bootstrap, f"{topic}-alerts", min_records=len(expected)))
         dlq = consume_all(kafka_bootstrap, f"{topic}-dead", min_records=len(bad))
-        # The dead-letter topic keeps the original record bytes (for reprocessing), like the input topic they
-        # come from; what sentinel adds -- the headers with the reason -- must not repeat the secret.
-        assert sorted(r.value for r in dlq) == sorted(bad)
+        # The dead-letter topic keeps original record bytes for reprocessing -- except a credential: a record
+        # rejected for a secret-looking api_key_id is dead-lettered with the value replaced by its fingerprint.
+        assert len(dlq) == len(bad)
         assert all(dict(r.headers)["reason"] == b"secret_in_api_key_id" for r in dlq), [r.headers for r in dlq]
-        texts["dead-letter topic headers"] = repr([r.headers for r in dlq])
+        assert all(b"[REDACTED sha256:" in r.value for r in dlq)
+        texts["dead-letter topic"] = "\n".join(readable(r.value) + repr(r.headers) for r in dlq)
         dump, nkeys = redis_dump(redis_url, prefix)
         assert nkeys >= 3, "checkpoints, ledger and outbox are in Redis under the run's prefix"
         texts["redis"] = dump
