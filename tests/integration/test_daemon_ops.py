@@ -79,7 +79,9 @@ def test_health_metrics_and_rule_reload(kafka_bootstrap: str, redis_url: str, tm
         assert (_value(m, "sentinel_batch_events_sum") or 0) == len(lines)
         assert _value(m, "sentinel_assigned_partitions") == 4
         assert _value(m, "sentinel_dependency_up", dependency="redis") == 1
-        assert any(n == "sentinel_tracked_keys" and v > 0 for (n, _), v in m.items())
+        # tracked keys are counted on scrape, at most once a second (not per batch): wait for a fresh count
+        wait_for(lambda: any(n == "sentinel_tracked_keys" and v > 0 for (n, _), v in _samples(port).items()), 5,
+                 "tracked keys reported")
         assert _value(m, "sentinel_notifications_total", sink="alerts_topic", outcome="sent") == len(expected)
 
         # SIGHUP with a broken rules file: rejected, old rules kept, still running and ready.
