@@ -127,3 +127,28 @@ def to_lines(events: Iterable[UsageEvent]) -> Iterator[bytes]:
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def run_detector(det: Any, events: Iterable[UsageEvent], until: float | None = None,
+                 tick: float = 60.0) -> list[Any]:
+    """Feed a detector as the pipeline does (a tick at each ``tick`` boundary of event time) and,
+    with ``until``, keep ticking to that time; returns every finding in order."""
+    out: list[Any] = []
+    next_tick: float | None = None
+    for ev in events:
+        if next_tick is None:
+            next_tick = (ev.t // tick + 1) * tick
+        while ev.t >= next_tick:
+            out.extend(det.tick(next_tick) or [])
+            next_tick += tick
+        out.extend(det.update(ev) or [])
+    if until is not None and next_tick is not None:
+        while next_tick <= until:
+            out.extend(det.tick(next_tick) or [])
+            next_tick += tick
+    return out
+
+
+def firing(findings: Iterable[Any]) -> list[Any]:
+    """The findings of status ``firing``."""
+    return [f for f in findings if f.status == "firing"]

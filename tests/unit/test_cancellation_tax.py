@@ -4,40 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.base import Finding
 from detectors.cancellation_tax import CancellationTax, CancellationTaxParams
-from sentinel.events import UsageEvent
 from sentinel.rules import load_rules
 from tests.contract.streams.cancellation_tax import feature_traffic
-from tests.synth import DAY, HOUR, T0, background, merge
+from tests.synth import DAY, HOUR, T0, background, firing, merge
+from tests.synth import run_detector as run
 
-TICK = 60.0
 JUMP = (T0 + DAY + 9 * HOUR, T0 + DAY + 10 * HOUR)
 
 
 def make(**params: Any) -> CancellationTax:
     return CancellationTax(CancellationTaxParams(**params), load_rules(None).context())
-
-
-def run(det: CancellationTax, events: list[UsageEvent], until: float | None = None) -> list[Finding]:
-    out: list[Finding] = []
-    next_tick: float | None = None
-    for ev in events:
-        if next_tick is None:
-            next_tick = (ev.t // TICK + 1) * TICK
-        while ev.t >= next_tick:
-            out.extend(det.tick(next_tick) or [])
-            next_tick += TICK
-        out.extend(det.update(ev) or [])
-    if until is not None and next_tick is not None:
-        while next_tick <= until:
-            out.extend(det.tick(next_tick) or [])
-            next_tick += TICK
-    return out
-
-
-def firing(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.status == "firing"]
 
 
 def test_jump_in_cancelled_spend_fires_with_dollars_per_day_lost() -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.base import DetectorContext, Finding, TenantInfo
+from detectors.base import DetectorContext, TenantInfo
 from detectors.cross_tenant import CrossTenant, CrossTenantParams
 from sentinel.events import UsageEvent
 from sentinel.rules import load_rules
-from tests.synth import DAY, HOUR, T0, Factory, background, merge
-
-TICK = 60.0
+from tests.synth import DAY, HOUR, T0, Factory, background, firing, merge
+from tests.synth import run_detector as run
 
 
 def ctx(**tenants: TenantInfo) -> DetectorContext:
@@ -21,27 +20,6 @@ def ctx(**tenants: TenantInfo) -> DetectorContext:
 def make(context: DetectorContext | None = None, tenant_params: dict[str, CrossTenantParams] | None = None,
          **params: Any) -> CrossTenant:
     return CrossTenant(CrossTenantParams(**params), context or ctx(), tenant_params)
-
-
-def run(det: CrossTenant, events: list[UsageEvent], until: float | None = None) -> list[Finding]:
-    out: list[Finding] = []
-    next_tick: float | None = None
-    for ev in events:
-        if next_tick is None:
-            next_tick = (ev.t // TICK + 1) * TICK
-        while ev.t >= next_tick:
-            out.extend(det.tick(next_tick) or [])
-            next_tick += TICK
-        out.extend(det.update(ev) or [])
-    if until is not None and next_tick is not None:
-        while next_tick <= until:
-            out.extend(det.tick(next_tick) or [])
-            next_tick += TICK
-    return out
-
-
-def firing(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.status == "firing"]
 
 
 def reads(f: Factory, start: float, victims: list[str], *, key: str = "key_beta_9", tenant: str = "t_beta",

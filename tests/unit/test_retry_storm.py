@@ -5,41 +5,19 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from detectors.base import Finding
 from detectors.retry_storm import RetryStorm, RetryStormParams
 from sentinel.events import UsageEvent
 from sentinel.rules import load_rules
 from tests.contract.streams.retry_storm import feature_traffic
-from tests.synth import DAY, HOUR, T0, Factory, background, merge
+from tests.synth import DAY, HOUR, T0, Factory, background, firing, merge
+from tests.synth import run_detector as run
 
-TICK = 60.0
 KEY = "key_alpha_7|agent"
 STORM = (T0 + 10 * HOUR, T0 + 10 * HOUR + 40 * 60)
 
 
 def make(**params: Any) -> RetryStorm:
     return RetryStorm(RetryStormParams(**params), load_rules(None).context())
-
-
-def run(det: RetryStorm, events: list[UsageEvent], until: float | None = None) -> list[Finding]:
-    out: list[Finding] = []
-    next_tick: float | None = None
-    for ev in events:
-        if next_tick is None:
-            next_tick = (ev.t // TICK + 1) * TICK
-        while ev.t >= next_tick:
-            out.extend(det.tick(next_tick) or [])
-            next_tick += TICK
-        out.extend(det.update(ev) or [])
-    if until is not None and next_tick is not None:
-        while next_tick <= until:
-            out.extend(det.tick(next_tick) or [])
-            next_tick += TICK
-    return out
-
-
-def firing(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.status == "firing"]
 
 
 def test_stacked_retries_fire_within_minutes_with_status_codes_and_cost() -> None:
