@@ -321,15 +321,16 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
 
 
 def produce_lines(bootstrap: str, topic: str, lines: Sequence[bytes], keys: Sequence[bytes | None] | None = None,
-                  ) -> dict[int, int]:
+                  compression: str | None = None) -> dict[int, int]:
     """Produce raw values (key = ``keys[i]``); returns partition -> end offset (last offset + 1).
 
     The end comes from the producer's record metadata, not from ``end_offsets()`` (wrong on Tansu).
+    ``compression`` is kafka-python's ``compression_type`` (gzip, lz4, zstd, snappy).
     """
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1,
-                             enable_idempotence=False)
+                             enable_idempotence=False, compression_type=compression)
     try:
         futures = [producer.send(topic, value=v, key=keys[i] if keys else None) for i, v in enumerate(lines)]
         producer.flush(60)
