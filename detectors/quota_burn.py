@@ -28,9 +28,13 @@ A tier is active while *both* windows burn at or above its rate: the long
 window makes it significant, the short one makes it stop soon after the burn
 does. Windows scale with the period (a daily budget uses 1/30 of them, a
 weekly one 7/30), so an alert always means the same share of the budget,
-and are floored at ``min_window_s`` (one tick). Spend is kept in a ring of
-``bucket_s``-wide buckets (scaled the same way: 2016 buckets of 5 minutes
-for a monthly budget, ~18 KB) only for budgets that exist.
+and are floored at ``min_window_s`` (one tick). Spend is kept in
+``bucket_s``-wide buckets (scaled the same way: 5 minutes for a monthly
+budget, whose 7-day window spans 2016 of them) only for budgets that exist,
+and only the buckets that saw spend: a :func:`ring_add` ring of packed
+(bucket, sum) pairs, 16 bytes per bucket with spend in the longest window
+(at most ~32 KB for a budget spending every 5 minutes, a few dozen bytes
+for one used now and then).
 
 Two additions to the workbook, because a spend budget, unlike an error
 budget, is only in danger if it actually runs out: a tier only alerts while
@@ -60,6 +64,8 @@ remaining, every burn rate with its windows, projected exhaustion time
 from __future__ import annotations
 
 import math
+import struct
+from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -69,7 +75,6 @@ from pydantic import Field
 from detectors.base import BudgetInfo, Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
 from detectors.registry import register
-from detectors.stats import Buckets, buckets_add
 from sentinel.events import UsageEvent
 
 _NOMINAL_PERIOD_S: Final = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -120,9 +125,11 @@ class BudgetState(msgspec.Struct, array_like=True, gc=False):
     spent: float = 0.0
     usd: float = 0.0
     first: float = 0.0  # first event observed (the windows cover no more than since then)
-    ring: Buckets = msgspec.field(default_factory=lambda: Buckets(width=300.0, sums=[]))
+    width: float = 300.0  # bucket width (s) and ring length of this budget's windows, set at creation
+    cap: int = 0
+    ring: bytearray | None = None  # closed buckets with spend, (index, sum) float64 pairs: see ring_add
     notices: int = 0  # bit i: notice_fractions[i] reached this period
-    notice_ts: list[float] = msgspec.field(default_factory=list)  # when each notice was announced (0: not)
+    notice_ts: list[float] | None = None  # when each notice was announced (0: not); None until one is
     exhausted: float = 0.0  # when the limit was reached this period (0: not reached)
     inc_first: float = 0.0  # first_seen of the open burn incident (0: none)
     reported: int = 0  # highest tier reported in the open incident
@@ -150,35 +157,79 @@ class _Windows(msgspec.Struct, frozen=True):
     tiers: tuple[tuple[int, str, float, float, float], ...]  # (tier, name, burn, long_s, short_s)
 
 
-def window_sum(ring: Buckets, now: float, last: int) -> float:
-    """Sum of the ``last`` buckets up to the one holding ``now``, as :func:`detectors.stats.buckets_sum`.
+_PAIR: Final = struct.Struct("=dd")
 
-    Summed with slices (C speed), since a monthly budget's 3-day window spans 864 buckets.
 
-    >>> from detectors.stats import buckets_sum
-    >>> b = Buckets(width=60.0, sums=[0.0] * 5)
-    >>> for i in range(12):
-    ...     buckets_add(b, 60.0 * i, float(i))
-    >>> [window_sum(b, 660.0, k) for k in (1, 3, 5, 9)] == [buckets_sum(b, 660.0, k) for k in (1, 3, 5, 9)]
+def ring_add(ring: bytearray, idx: int, value: float, cap: int) -> None:
+    """Add ``value`` to bucket ``idx`` of a ring of ``cap`` buckets, as :func:`detectors.stats.buckets_add`.
+
+    The ring keeps only the buckets that were added to: ``ring`` is a flat run of native float64
+    (bucket index, sum) pairs in increasing index order, so a budget costs 16 bytes per bucket
+    with spend in its longest window instead of ``cap`` slots (2018 for a monthly budget, most of
+    them 0 for a key used now and then). As in a ring of ``cap`` slots, a newer bucket drops those
+    ``cap`` or more behind it, and a bucket ``cap`` or more behind the newest is ignored. Each
+    bucket's sum is built by the same additions in the same order as in the slots.
+
+    >>> from detectors.stats import Buckets, buckets_add, buckets_sum
+    >>> b, r = Buckets(width=1.0, sums=[0.0] * 5), bytearray()
+    >>> for i in (0, 2, 3, 1, 3, 9, 6, 4, 12, 12, 5):
+    ...     buckets_add(b, float(i), i + 0.5); ring_add(r, i, i + 0.5, 5)
+    >>> [window_sum(r, 13, k, 5) for k in (1, 3, 5)] == [buckets_sum(b, 13.0, k) for k in (1, 3, 5)]
     True
+    >>> len(r) // 16  # buckets 9 and 12: those before 8 fell out when 12 came
+    2
     """
-    head = ring.head
-    if head < 0:
+    end = len(ring)
+    if end:
+        head = _PAIR.unpack_from(ring, end - 16)[0]
+        if idx <= head:
+            if head - idx >= cap:
+                return
+            at = _pair_at(ring, idx)
+            if at < end and _PAIR.unpack_from(ring, at)[0] == idx:
+                _, old = _PAIR.unpack_from(ring, at)
+                _PAIR.pack_into(ring, at, idx, old + value)
+            else:
+                ring[at:at] = _PAIR.pack(idx, value)
+            return
+        if _PAIR.unpack_from(ring, 0)[0] <= idx - cap:
+            del ring[:_pair_at(ring, idx - cap + 1)]
+    ring += _PAIR.pack(idx, value)
+
+
+def _pair_at(ring: bytearray, idx: int) -> int:
+    """Byte offset of the first pair of ``ring`` whose bucket index is >= ``idx``."""
+    return 16 * bisect_left(memoryview(ring).cast("d")[::2], idx)
+
+
+def window_sum(ring: bytearray | None, idx: int, last: int, cap: int) -> float:
+    """Sum of the ``last`` buckets up to bucket ``idx`` of a :func:`ring_add` ring, as
+    :func:`detectors.stats.buckets_sum` over a ring of ``cap`` slots.
+
+    Added in the slots' order (oldest first, and in two sums split where the slots wrap around),
+    buckets without spend adding nothing, so the result is the same float to the last bit.
+    Summed over memoryview slices (C speed), since a monthly budget's 7-day window spans 2016
+    buckets.
+    """
+    if not ring:
         return 0.0
-    sums = ring.sums
-    n = len(sums)
-    idx = int(now // ring.width)
-    lo = idx - (last if last < n else n) + 1
+    v = memoryview(ring).cast("d")
+    keys = v[::2]
+    head = int(keys[-1])
+    lo = idx - (last if last < cap else cap) + 1
     hi = idx if idx < head else head
-    if lo <= head - n:
-        lo = head - n + 1
+    if lo <= head - cap:
+        lo = head - cap + 1
     if hi < lo:
         return 0.0
-    a = lo % n
-    b = hi % n
-    if a <= b:
-        return sum(sums[a:b + 1])
-    return sum(sums[a:]) + sum(sums[:b + 1])
+    vals = v[1::2]
+    a = bisect_left(keys, lo)
+    b = bisect_right(keys, hi)
+    wrap = (lo // cap + 1) * cap  # where a ring of cap slots starts again from slot 0
+    if wrap <= hi:
+        m = bisect_left(keys, wrap, a, b)
+        return sum(vals[a:m], 0.0) + sum(vals[m:b], 0.0)
+    return sum(vals[a:b], 0.0)
 
 
 def _iso(t: float) -> str:
@@ -316,7 +367,8 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             bs.tenant = tenant
             bs.first = t
             w = self._win(b, tenant)
-            bs.ring = Buckets(width=w.bucket, sums=[0.0] * w.ring)
+            bs.width = w.bucket
+            bs.cap = w.ring
             bs.start, bs.end = self.context.calendar.period_bounds(tenant, t, b.period)
             self._set_pace(b, bs)
             bs.next_at = self._next_at(b, bs)
@@ -360,6 +412,8 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                     if crossed < 0 or f > fractions[crossed]:
                         crossed = i
             if crossed >= 0:
+                if bs.notice_ts is None:
+                    bs.notice_ts = []
                 if len(bs.notice_ts) < len(fractions):
                     bs.notice_ts.extend([0.0] * (len(fractions) - len(bs.notice_ts)))
                 bs.notice_ts[crossed] = t
@@ -371,7 +425,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         """The period rolled over: reset the spend; notices and exhaustion of the old period are resolved."""
         out: list[Finding] = []
         p = self.params_for(bs.tenant)
-        for i, ts in enumerate(bs.notice_ts):
+        for i, ts in enumerate(bs.notice_ts or ()):
             if ts and i < len(p.notice_fractions):
                 pct = round(p.notice_fractions[i] * 100)
                 out.append(self._finding(b, bs, bs.end, ts, p.score_notice, f"Budget {b.name}: new {b.period}",
@@ -383,7 +437,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         bs.start, bs.end = self.context.calendar.period_bounds(bs.tenant, t, b.period)
         bs.spent = bs.usd = 0.0
         bs.notices = 0
-        bs.notice_ts = []
+        bs.notice_ts = None
         bs.exhausted = 0.0
         self._set_pace(b, bs)
         bs.next_at = self._next_at(b, bs)
@@ -403,15 +457,15 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
 
     def _rate(self, bs: BudgetState, now: float, window: float) -> float:
         """Spend per second over the last ``window`` seconds (the current bucket partly)."""
-        ring = bs.ring
-        w = ring.width
+        w = bs.width
+        cap = bs.cap
         n = round(window / w)
         if n < 1:
             n = 1
-        if n + 1 > len(ring.sums):
-            n = len(ring.sums) - 1
+        if n + 1 > cap:
+            n = cap - 1
         dur = n * w + (now - math.floor(now / w) * w)
-        return window_sum(ring, now, n + 1) / dur if dur > 0.0 else 0.0
+        return window_sum(bs.ring, int(now // w), n + 1, cap) / dur if dur > 0.0 else 0.0
 
     def _any_tier(self, b: BudgetInfo, bs: BudgetState, now: float) -> bool:
         """Whether some tier is active; short windows first (few buckets), long ones only if needed."""
@@ -564,7 +618,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             if now < bs.end and (now < bs.next_judge or (not bs.dirty and not bs.inc_first)):
                 # Judged less than a bucket ago, or not ahead of pace since and nothing open: nothing to do.
                 continue
-            bs.next_judge = now + bs.ring.width - 1.0
+            bs.next_judge = now + bs.width - 1.0
             got = self._judge(b, bs, now)
             if got:
                 if out is None:
@@ -673,17 +727,21 @@ def _to_ring(bs: BudgetState, t: float, amount: float) -> None:
     """An event outside the bucket being filled: a later bucket starts, or a late event goes to the ring."""
     if t >= bs.cur_hi:
         _flush(bs)
-        w = bs.ring.width
+        w = bs.width
         lo = (t // w) * w
         bs.cur_lo = lo
         bs.cur_hi = lo + w
         bs.cur = amount
     else:
-        buckets_add(bs.ring, t, amount)
+        if bs.ring is None:
+            bs.ring = bytearray()
+        ring_add(bs.ring, int(t // bs.width), amount, bs.cap)
 
 
 def _flush(bs: BudgetState) -> None:
     """Move the bucket being filled into the ring (before windows are summed)."""
     if bs.cur:
-        buckets_add(bs.ring, bs.cur_lo, bs.cur)
+        if bs.ring is None:
+            bs.ring = bytearray()
+        ring_add(bs.ring, int(bs.cur_lo // bs.width), bs.cur, bs.cap)
         bs.cur = 0.0
