@@ -128,11 +128,24 @@ class EventDecoder:
 
         Blank lines are neither: callers count them separately (see ``is_blank``).
         """
+        limit = self.max_line_bytes
+        n = len(lines)
+        if n > 1:
+            # Fast path: no empty or over-long line (C-level min/max, no per-line Python loop) and
+            # the whole batch decodes. Anything else -- a bad or whitespace-only line included --
+            # takes the careful path below, which starts over.
+            sizes = list(map(len, lines))
+            if min(sizes) > 0 and max(sizes) <= limit:
+                try:
+                    batch = self._many.decode(b"[" + b",".join(lines) + b"]")
+                except (msgspec.DecodeError, ValueError):
+                    pass
+                else:
+                    if len(batch) == n:
+                        return batch, []
         events: list[UsageEvent] = []
         rejected: list[tuple[int, Rejection]] = []
-        limit = self.max_line_bytes
         start = 0
-        n = len(lines)
         for i in range(n):
             ln = lines[i]
             if len(ln) > limit or not ln.strip():
