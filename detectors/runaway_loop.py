@@ -161,16 +161,16 @@ def _clamp(x: float) -> float:
     return 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
 
 
-_alpha_cache: dict[float, float] = {}
+# The parameters the per-turn path reads, derived once per parameter set:
+# (quiet_s, irregular_ratio, gap alpha, 1 - gap alpha, min_turns, min_steady_s, run cap).
+# A plain tuple: one unpack costs less than seven attribute reads of a pydantic model.
+_Hot = tuple[float, float, float, float, int, float, int]
 
 
-def _alpha(half_life: float) -> float:
-    a = _alpha_cache.get(half_life)
-    if a is None:
-        a = alpha_for_half_life(half_life)
-        if len(_alpha_cache) < 1024:
-            _alpha_cache[half_life] = a
-    return a
+def _hot(p: RunawayLoopParams) -> _Hot:
+    alpha = alpha_for_half_life(p.gap_half_life_turns)
+    return (p.quiet_s, p.irregular_ratio, alpha, 1.0 - alpha, p.min_turns, p.min_steady_s,
+            p.max_keys - p.max_keys // 8)
 
 
 @register
@@ -192,8 +192,9 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
     def __init__(self, params: RunawayLoopParams, context: DetectorContext,
                  tenant_params: Mapping[str, RunawayLoopParams] | None = None) -> None:
         super().__init__(params, context, tenant_params)
-        # Derived from the parameters once, so the hot path reads one attribute.
-        self._gap_alpha = alpha_for_half_life(params.gap_half_life_turns)
+        # The parameters the per-turn path reads, derived once per parameter set (see _Hot).
+        self._hot = _hot(params)
+        self._tenant_hot = {tenant: _hot(tp) for tenant, tp in self.tenant_params.items()}
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         sid = event.session_id
@@ -201,80 +202,65 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             shape = event.prompt_shape
             if shape is None:
                 return None  # no identity to follow a loop by
-            key = "\x1f" + event.api_key_id + "\x1f" + shape
+            key = f"\x1f{event.api_key_id}\x1f{shape}"
         else:
             key = sid
         tenant = event.tenant_id
-        t: float = event.ts  # type: ignore[assignment]
-        p = self.params
-        if self.tenant_params:
-            p = self.params_for(tenant)
         runs = self.state.runs
         st = runs.get(key)
         if st is not None and st.tenant != tenant:
             # Same session id in another tenant: keep them apart.
             key = tenant + "\x1e" + key
             st = runs.get(key)
+        t: float = event.ts  # type: ignore[assignment]
         cost = event.cost_usd
         if cost is None:
             cost = self.context.prices.resolve(event.model).cost(
                 event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
             )
         inp = event.input_tokens
+        hot = self._tenant_hot.get(tenant, self._hot) if self._tenant_hot else self._hot
         if st is None:
             runs[key] = Run(t, _intern(tenant), t, t, 1, 0, 0, None, inp, inp, 0.0, 0.0, cost, cost)
-            cap = p.max_keys - p.max_keys // 8
-            if len(runs) > cap:
-                evict_oldest(runs, len(runs) - cap, self.state.runs_stats)
+            if len(runs) > hot[6]:
+                evict_oldest(runs, len(runs) - hot[6], self.state.runs_stats)
             return None
         if t - st.moved > MOVE_EVERY:
             del runs[key]
             runs[key] = st
             st.moved = t
         gap = t - st.last
-        out: list[Finding] | None = None
-        if gap > p.quiet_s:
-            done = self._end_run(key, st, st.last + p.quiet_s)
-            if done is not None:
-                out = [done]
-            st.start = st.last = t
-            st.n = 1
-            st.rep = st.up = 0
-            st.shape = None
-            st.first_in = st.last_in = inp
-            st.gap_mean = st.gap_var = 0.0
-            st.cost = st.turn_cost = cost
-            return out
+        if gap > hot[0]:
+            return self._restart(key, st, t, inp, cost)
         n = st.n
-        if gap >= 0.0:
-            st.last = t
         if n < _FIRST:
             # Most sessions end within a few turns: until then only count. Statistics start at turn _FIRST.
-            st.n = n + 1
+            if gap >= 0.0:
+                st.last = t
+            st.n = n = n + 1
             st.cost += cost
             st.turn_cost = cost
             st.last_in = inp
-            if n + 1 == _FIRST:
+            if n == _FIRST:
                 shape = event.prompt_shape
                 st.shape = None if shape is None else _intern(shape)
                 st.first_in = inp
             return None
+        _quiet, ratio, alpha, keep, min_turns, min_steady_s, _cap = hot
         if gap >= 0.0:
+            st.last = t
             if n > _FIRST:
                 mean = st.gap_mean
-                ratio = p.irregular_ratio
                 if gap > mean * ratio or gap * ratio < mean:
                     st.start = t  # a human-paced gap: the machine-paced stretch starts again
-                alpha = self._gap_alpha if p is self.params else _alpha(p.gap_half_life_turns)
                 diff = gap - mean
                 incr = alpha * diff
                 st.gap_mean = mean + incr
-                st.gap_var = (1.0 - alpha) * (st.gap_var + diff * incr)
+                st.gap_var = keep * (st.gap_var + diff * incr)
             else:
                 st.gap_mean = gap
         # A late turn (gap < 0) still counts, but says nothing about the period.
-        n += 1
-        st.n = n
+        st.n = n = n + 1
         shape = event.prompt_shape
         if shape is not None and shape == st.shape:
             st.rep += 1
@@ -285,18 +271,26 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         st.last_in = inp
         st.cost += cost
         st.turn_cost += _TURN_COST_ALPHA * (cost - st.turn_cost)
-        if n < p.min_turns or t - st.start < p.min_steady_s:
-            return out
+        if n < min_turns or t - st.start < min_steady_s:
+            return None
         mean = st.gap_mean
+        p = self.params_for(tenant) if self._tenant_hot else self.params
         if mean <= 0.0 or st.gap_var > (p.max_cv * mean) ** 2:
-            return out
+            return None
         found = self._judge(key, st, event, t, p, sid is None)
-        if found is None:
-            return out
-        if out is None:
-            return [found]
-        out.append(found)
-        return out
+        return None if found is None else [found]
+
+    def _restart(self, key: str, st: Run, t: float, inp: int, cost: float) -> list[Finding] | None:
+        """The session was quiet for ``quiet_s``: its run ended, this turn starts the next one."""
+        done = self._end_run(key, st, st.last + self.params_for(st.tenant).quiet_s)
+        st.start = st.last = t
+        st.n = 1
+        st.rep = st.up = 0
+        st.shape = None
+        st.first_in = st.last_in = inp
+        st.gap_mean = st.gap_var = 0.0
+        st.cost = st.turn_cost = cost
+        return None if done is None else [done]
 
     # -- judging ----------------------------------------------------------------------------------
 
