@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sentinel.alerting.grouping import ThreadBook
-from sentinel.alerting.notify import DeliveryError, Notification, Notifier, encode_notification
+from sentinel.alerting.notify import Notification, Notifier, encode_notification
 from sentinel.alerting.outbox import NotifyRecord, Outbox, OutboxItem
 from sentinel.alerting.silences import SilenceStore
 from sentinel.alerts import Alert, Entity, encode_alert, rfc3339
 from sentinel.rules import RoutesFile
 from sentinel.sinks.alertmanager import AlertmanagerSink
+from sentinel.sinks.linefile import LineFileSink
 from sentinel.sinks.ocsf import OcsfFileSink
 from sentinel.sinks.opsgenie import OpsgenieSink
 from sentinel.sinks.pagerduty import PagerDutyRouting, PagerDutySink
@@ -24,34 +23,15 @@ from sentinel.sinks.splunk_hec import SplunkHecSink
 from sentinel.sinks.syslog_cef import SyslogCefSink
 
 
-class JsonlNotifier:
+class JsonlNotifier(LineFileSink):
     """Delivered alert versions as canonical JSON lines (fsynced per batch)."""
 
     name = "jsonl"
-    record = True
-    supports_resolve = True
     max_batch = 1000
+    what = "alerts file"
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fh: IO[bytes] | None = None
-
-    def send(self, batch: list[Notification]) -> None:
-        try:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("ab")
-            self._fh.write(b"".join(encode_alert(n.alert) + b"\n" for n in batch))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError as err:
-            self.close()
-            raise DeliveryError(f"cannot write {self.path.name}: {err.strerror}") from None
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    def encode(self, n: Notification) -> bytes:
+        return encode_alert(n.alert)
 
 
 def _secret(v: Any) -> str | None:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
 from sentinel import __version__
-from sentinel.alerting.notify import DeliveryError, Notification
+from sentinel.alerting.notify import Notification
+from sentinel.sinks.linefile import LineFileSink
 
 OCSF_VERSION = "1.1.0"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "ocsf-1.1.0-detection_finding.schema.json"
@@ -114,33 +115,11 @@ def encode_ocsf(n: Notification) -> bytes:
     return _enc.encode(to_ocsf(n))
 
 
-class OcsfFileSink:
+class OcsfFileSink(LineFileSink):
     """Appends one OCSF Detection Finding per line; flushed and fsynced per batch (it is a record sink)."""
 
     name = "ocsf"
-    record = True
-    supports_resolve = True
-    max_batch = 500
+    what = "OCSF file"
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fh: IO[bytes] | None = None
-
-    def send(self, batch: list[Notification]) -> None:
-        import os
-
-        try:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("ab")
-            self._fh.write(b"".join(encode_ocsf(n) + b"\n" for n in batch))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError as err:
-            self.close()
-            raise DeliveryError(f"cannot write OCSF file: {err.strerror}", retryable=True) from None
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    def encode(self, n: Notification) -> bytes:
+        return encode_ocsf(n)
