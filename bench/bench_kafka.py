@@ -21,7 +21,6 @@ A broker (Tansu) and Redis are started for the run unless ``KAFKA_BOOTSTRAP`` / 
 from __future__ import annotations
 
 import argparse
-import gzip
 import logging
 import os
 import statistics
@@ -42,6 +41,7 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from inputs import load_lines  # noqa: E402  (bench/ is on sys.path: the script's folder)
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
@@ -63,35 +63,6 @@ class _Key(msgspec.Struct):
 
 class _Ts(msgspec.Struct):
     ts: float = 0.0
-
-
-def load_lines(n: int) -> tuple[list[bytes], str]:
-    """The sample week when present (else synthetic background), time-sorted; repeated past its end with
-    fresh event ids and timestamps shifted by its span, so a longer run stays one forward-moving stream."""
-    sample = REPO / "replay_data" / "sample.jsonl.gz"
-    if sample.exists():
-        with gzip.open(sample, "rb") as fh:
-            base = [ln.rstrip(b"\n") for ln in fh if ln.strip()]
-        origin = f"replay_data/sample.jsonl.gz ({len(base):,} lines)"
-    else:
-        from tests.synth import background, to_lines
-
-        base = list(to_lines(background(days=7, rate_per_min=12)))
-        origin = f"synthetic background ({len(base):,} lines)"
-    lines = list(base[:n])
-    if len(lines) < n:
-        rows = [msgspec.json.decode(ln) for ln in base]
-        for r in rows:  # epoch seconds, whatever the file used (RFC 3339 or epoch)
-            ts = r.get("ts")
-            r["ts"] = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if isinstance(ts, str) else ts
-        times = [r["ts"] for r in rows if isinstance(r["ts"], (int, float))]
-        span = max(times) - min(times) + 3600.0
-        rep = 1
-        while len(lines) < n:
-            for r in rows[: n - len(lines)]:
-                lines.append(msgspec.json.encode(dict(r, event_id=f"r{rep}-{r['event_id']}", ts=r["ts"] + rep * span)))
-            rep += 1
-    return lines, origin
 
 
 @contextmanager
