@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 from pydantic import Field
@@ -130,30 +130,53 @@ class Episode(Cusum, array_like=True, gc=False):
     zero: int = 0
 
 
+# A key's decayed state, one tuple replaced once per key and minute (see :attr:`Ratio.sums`).
+SumsTuple = tuple[float, float, float, float, float, float, int, float]
+_NO_SUMS: SumsTuple = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
+
+
+class Sums(NamedTuple):
+    """A key's decayed sums, the fields of :attr:`Ratio.sums` by name."""
+
+    fast_in: float
+    fast_cached: float
+    base_in: float
+    base_cached: float
+    z_elig: float
+    z_zero: float
+    minutes: int
+    gap: float
+
+
 class Ratio(msgspec.Struct, array_like=True, gc=False):
     """Sums of one key: those of the minute being filled, and decayed ones up to the last active minute.
 
     ``moved`` is the start of the event-time minute being filled; the key moves to the end of its keyspace
-    when a new minute starts, so it doubles as the keyspace's touch time. ``idle`` counts the minutes
-    without traffic between the last folded minute and the one being filled: their decay is applied at
-    the next fold, in one multiplication. ``m_elig``/``m_zero`` count the minute's cache-eligible
-    requests and those without any hit; ``z_elig``/``z_zero`` are their decayed sums.
+    when a new minute starts, so it doubles as the keyspace's touch time. ``m_in``/``m_cached`` sum the
+    minute's input and cached tokens, ``m_elig``/``m_zero`` count its cache-eligible requests and those
+    without any hit.
+
+    ``sums`` holds, as one tuple (:class:`Sums` names its fields), what is read and written only once
+    per key and minute: the decayed token sums (``fast_in``/``fast_cached``, ``base_in``/``base_cached``),
+    the decayed eligible / zero-hit counts (``z_elig``/``z_zero``), the active ``minutes`` folded so far,
+    and ``gap``, the minutes from the last folded minute to the one being filled (1.0 when consecutive,
+    0.0 before the first fold): the decay of the minutes without traffic in between is applied at the
+    next fold, in one multiplication. One tuple unpacked and rebuilt per fold is cheaper than eight
+    struct attributes read and written (a struct attribute write costs about a tuple's build).
     """
 
     moved: float
-    minutes: int = 0
-    idle: int = 0
     m_in: int = 0
     m_cached: int = 0
     m_elig: int = 0
     m_zero: int = 0
-    fast_in: float = 0.0
-    fast_cached: float = 0.0
-    base_in: float = 0.0
-    base_cached: float = 0.0
-    z_elig: float = 0.0
-    z_zero: float = 0.0
+    sums: SumsTuple = _NO_SUMS
     drop: Episode | None = None
+
+
+def sums(st: Ratio) -> Sums:
+    """The decayed sums of ``st`` by name (for the paths that run less than once per key and minute)."""
+    return Sums._make(st.sums)
 
 
 class PrefixRatio(Ratio, array_like=True, gc=False):
@@ -235,6 +258,42 @@ def _factor(half_life_s: float) -> float:
     return f
 
 
+class HotParams:
+    """The parameters read per event and per key-minute, as plain slots, with the decay factors.
+
+    A pydantic model's attribute read costs ~45 ns (it defines ``__getattr__``, which keeps CPython
+    from specialising the read), a slot's ~4 ns; the update path reads several per event. The
+    detector builds one per parameter set (its own and each tenant override) at construction.
+    """
+
+    __slots__ = (
+        "base_factor",
+        "by_key",
+        "clear_zero_share",
+        "fast_factor",
+        "min_abs_drop",
+        "min_cacheable_tokens",
+        "min_window_tokens",
+        "model_lookback_s",
+        "params",
+        "warm_minutes",
+        "warm_tokens",
+    )
+
+    def __init__(self, p: CacheCollapseParams) -> None:
+        self.params = p
+        self.by_key = p.workload_by_key
+        self.min_cacheable_tokens = p.min_cacheable_tokens
+        self.fast_factor = _factor(p.fast_half_life_s)
+        self.base_factor = _factor(p.base_half_life_s)
+        self.warm_minutes = p.warm_minutes
+        self.warm_tokens = p.warm_tokens
+        self.min_window_tokens = p.min_window_tokens
+        self.min_abs_drop = p.min_abs_drop
+        self.clear_zero_share = p.clear_zero_share
+        self.model_lookback_s = p.model_lookback_s
+
+
 @register
 class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     """The token-weighted prompt-cache hit ratio of a tenant's workload or prefix falls and stays down.
@@ -253,8 +312,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         super().__init__(params, context, tenant_params)
         # Memo of model name -> family (a pure function of the price table, not state).
         self._families: dict[str, str] = {}
-        # Per-minute decay factors (current, baseline) of the default parameters, read once per key and minute.
-        self._factors = (_factor(params.fast_half_life_s), _factor(params.base_half_life_s))
+        self._hot = HotParams(params)
+        self._tenant_hot = {tenant: HotParams(tp) for tenant, tp in self.tenant_params.items()}
+        # The start of the last event-time minute a key moved to: keys moved in the same minute share
+        # one float object (24 bytes a key less), not a memo of any result.
+        self._minute = 0.0
 
     # -- hot path ---------------------------------------------------------------------------------
 
@@ -263,44 +325,50 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         if inp <= 0:
             return None
         tenant = event.tenant_id
-        p = self.params
-        if self.tenant_params:
-            p = self.params_for(tenant)
+        hot = self._hot
+        if self._tenant_hot:
+            hot = self._tenant_hot.get(tenant, hot)
         model = event.model
         family = self._families.get(model)
         if family is None:
             family = self._family(model)
         t: float = event.ts  # type: ignore[assignment]
         cached = event.cached_input_tokens
-        eligible = inp >= p.min_cacheable_tokens
+        if inp >= hot.min_cacheable_tokens:
+            elig = 1
+            zero = 0 if cached else 1
+        else:
+            elig = zero = 0
         state = self.state
         out: list[Finding] | None = None
 
         # workload: tenant x api key x model family x feature
-        feature = event.feature
-        if feature is None:
-            feature = ""
-        if p.workload_by_key:
-            fkey = f"{tenant}\x1f{event.api_key_id}\x1f{family}\x1f{feature}"
+        if hot.by_key:
+            fkey = f"{tenant}\x1f{event.api_key_id}\x1f{family}\x1f{event.feature or ''}"
         else:
-            fkey = f"{tenant}\x1f{family}\x1f{feature}"
+            fkey = f"{tenant}\x1f{family}\x1f{event.feature or ''}"
         families = state.families
         fam = families.get(fkey)
         if fam is None:
-            fam = FamilyRatio(t - t % 60.0, model=_intern(model))
+            fam = FamilyRatio(self._minute_of(t), inp, cached, elig, zero, model=_intern(model))
             families[fkey] = fam
-            cap = max(1, p.max_keys // 10)
+            cap = max(1, hot.params.max_keys // 10)
             if len(families) > cap:
                 evict_oldest(families, len(families) - cap, state.families_stats)
         elif t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
-            out = self._roll(fam, fkey, p, event, t, fam, families)
-        fam.m_in += inp
-        if cached:
-            fam.m_cached += cached
-        if eligible:
-            fam.m_elig += 1
-            if not cached:
-                fam.m_zero += 1
+            out = self._roll(fam, fkey, hot, event, t, fam, families)
+            # this event opens the new minute
+            fam.m_in = inp
+            fam.m_cached = cached
+            fam.m_elig = elig
+            fam.m_zero = zero
+        else:
+            fam.m_in += inp
+            if cached:
+                fam.m_cached += cached
+            if elig:
+                fam.m_elig += 1
+                fam.m_zero += zero
         alt = fam.alt
         if model != fam.model:
             if alt is None or model != alt.name:
@@ -332,75 +400,84 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             pre = prefixes.get(pkey)
         if pre is None:
             novelty.m_new += 1
+            p = hot.params
             cap = p.max_keys - max(1, p.max_keys // 10)
             if cap <= 0:
                 return out
-            pre = PrefixRatio(t - t % 60.0, tenant=_intern(tenant))
+            pre = PrefixRatio(self._minute_of(t), inp, cached, elig, zero, tenant=_intern(tenant))
             prefixes[pkey] = pre
             if len(prefixes) > cap:
                 evict_oldest(prefixes, len(prefixes) - cap, state.prefixes_stats)
         elif t - pre.moved >= 60.0:
-            found = self._roll(pre, pkey, p, event, t, fam, prefixes)
+            found = self._roll(pre, pkey, hot, event, t, fam, prefixes)
             if found is not None:
                 if out is None:
                     out = found
                 else:
                     out.extend(found)
-        pre.m_in += inp
-        if cached:
-            pre.m_cached += cached
-        if eligible:
-            pre.m_elig += 1
-            if not cached:
-                pre.m_zero += 1
+            pre.m_in = inp
+            pre.m_cached = cached
+            pre.m_elig = elig
+            pre.m_zero = zero
+        else:
+            pre.m_in += inp
+            if cached:
+                pre.m_cached += cached
+            if elig:
+                pre.m_elig += 1
+                pre.m_zero += zero
         return out
 
-    def _roll(self, st: Ratio, key: str, p: CacheCollapseParams, event: UsageEvent, t: float,
+    def _minute_of(self, t: float) -> float:
+        """The start of ``t``'s minute, the same float object for every key moved in that minute."""
+        moved = t - t % 60.0
+        if moved != self._minute:
+            self._minute = moved
+        return self._minute
+
+    def _roll(self, st: Ratio, key: str, hot: HotParams, event: UsageEvent, t: float,
               fam: FamilyRatio, items: dict[str, Any]) -> list[Finding] | None:
         """First event of a new minute for ``st``: close the last minute, judge it, keep touch order.
 
         The closed minute's sums fold into the decayed ones (the baseline only outside an episode),
         after the decay of the minutes without traffic before it. The zero-hit counts fold only in
-        minutes with eligible requests: their share, not their weight, is what is judged.
+        minutes with eligible requests: their share, not their weight, is what is judged. The
+        caller then sets the minute's sums to its event's counts.
         """
         del items[key]
         items[key] = st
-        if p is self.params:
-            ff, bf = self._factors
-        else:
-            ff = _factor(p.fast_half_life_s)
-            bf = _factor(p.base_half_life_s)
-        idle = st.idle
-        if idle:
-            gf = ff ** (idle + 1.0)
-            gb = bf ** (idle + 1.0)
+        ff = hot.fast_factor
+        bf = hot.base_factor
+        fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, gap = st.sums
+        if gap > 1.0:
+            gf = ff ** gap
+            gb = bf ** gap
         else:
             gf = ff
             gb = bf
         m_in = st.m_in
         m_cached = st.m_cached
-        fast_in = st.fast_in * gf + m_in
-        st.fast_in = fast_in
-        st.fast_cached = st.fast_cached * gf + m_cached
-        st.m_in = st.m_cached = 0
+        fast_in = fast_in * gf + m_in
+        fast_cached = fast_cached * gf + m_cached
         drop = st.drop
         if drop is None:
-            base_in = st.base_in * gb + m_in
-            st.base_in = base_in
-            st.base_cached = st.base_cached * gb + m_cached
-        else:
-            base_in = st.base_in
+            base_in = base_in * gb + m_in
+            base_cached = base_cached * gb + m_cached
         m_elig = st.m_elig
         if m_elig:
             m_zero = st.m_zero
-            st.z_elig = st.z_elig * gf + m_elig
-            st.z_zero = st.z_zero * gf + m_zero
-            st.m_elig = st.m_zero = 0
+            z_elig = z_elig * gf + m_elig
+            z_zero = z_zero * gf + m_zero
             if drop is not None:
                 drop.eligible += m_elig
                 drop.zero += m_zero
-        minutes = st.minutes + 1
-        st.minutes = minutes
+        minutes += 1
+        moved = t - t % 60.0
+        if moved != self._minute:
+            self._minute = moved
+        # Both are whole minutes in seconds, exact in a double: so is their difference, and its quotient.
+        st.sums = (fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, (moved - st.moved) / 60.0)
+        st.moved = self._minute
         if st is fam:
             novelty = fam.novelty
             if novelty is not None and novelty.m_req:
@@ -410,19 +487,22 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                     novelty.base += (1.0 - bf) * (share - novelty.base)
                 novelty.m_req = novelty.m_new = 0
             alt = fam.alt
-            if alt is not None and drop is None and t - alt.since > p.model_lookback_s:
+            if alt is not None and drop is None and t - alt.since > hot.model_lookback_s:
                 if alt.tokens >= 0.95 * alt.total:
                     # The newer version took all the traffic without an episode: it is the incumbent now.
                     fam.model = alt.name
                     fam.alt = None
                 elif alt.tokens < 0.05 * alt.total:
                     fam.alt = None  # a stray request long ago: forget it, so a real switch starts afresh
-        found = None
-        if minutes >= p.warm_minutes and base_in >= p.warm_tokens and fast_in >= p.min_window_tokens:
-            found = self._minute(st, key, p, event, t, fam)
-        moved = t - t % 60.0
-        st.idle = int((moved - st.moved) * (1.0 / 60.0) + 0.5) - 1
-        st.moved = moved
+        if minutes < hot.warm_minutes or base_in < hot.warm_tokens or fast_in < hot.min_window_tokens:
+            return None
+        base = base_cached / base_in
+        cur = fast_cached / fast_in
+        zero_share = z_zero / z_elig if z_elig > 0.0 else 0.0
+        if drop is None and (base - cur < hot.min_abs_drop or zero_share < hot.clear_zero_share) \
+                and not self.state.incidents:
+            return None  # the common case, decided here: no episode, none to open, no incident to resolve
+        found = self._judge(st, key, hot.params, event, t, fam, base, cur, zero_share)
         return None if found is None else [found]
 
     def _family(self, model: str) -> str:
@@ -434,13 +514,13 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     # -- once per key and minute ------------------------------------------------------------------------
 
-    def _minute(self, st: Ratio, key: str, p: CacheCollapseParams, event: UsageEvent, t: float,
-                fam: FamilyRatio) -> Finding | None:
-        """Judge the minute that just ended for a warm ``st``; returns a finding to emit, if any."""
-        base = st.base_cached / st.base_in
-        cur = st.fast_cached / st.fast_in
+    def _judge(self, st: Ratio, key: str, p: CacheCollapseParams, event: UsageEvent, t: float,
+               fam: FamilyRatio, base: float, cur: float, zero_share: float) -> Finding | None:
+        """Judge the minute that just ended for a warm ``st``; returns a finding to emit, if any.
+
+        ``base``/``cur`` are its baseline and current hit ratios, ``zero_share`` its current zero-hit share.
+        """
         x = base - cur
-        zero_share = st.z_zero / st.z_elig if st.z_elig > 0.0 else 0.0
         drop = st.drop
         incidents = self.state.incidents
         if drop is None:
@@ -471,8 +551,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         if t - since > p.max_incident_s:
             # Down for days: this is the new normal. Relearn from the current level.
             st.drop = None
-            st.base_in = st.fast_in
-            st.base_cached = st.fast_cached
+            now = sums(st)
+            st.sums = tuple(now._replace(base_in=now.fast_in, base_cached=now.fast_cached))  # type: ignore[assignment]
             if inc is None:
                 return None
             del incidents[ikey]
@@ -496,7 +576,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
               inc: CacheIncident | None) -> Finding | None:
         price = self.context.prices.resolve(event.model)
         per_token = max(price.input - price.cached_input, 0.0) / 1_000_000.0
-        tokens_per_min = st.fast_in * (1.0 - _factor(p.fast_half_life_s))  # decayed sum = rate / (1 - f)
+        tokens_per_min = sums(st).fast_in * (1.0 - _factor(p.fast_half_life_s))  # decayed sum = rate / (1 - f)
         tokens_per_day = tokens_per_min * 1440.0
         extra = (base - cur) * tokens_per_day * per_token
         duration = t - (inc.first_seen if inc is not None else since)
@@ -629,19 +709,25 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     def tick(self, now: float) -> list[Finding] | None:
         state = self.state
         ttl = self.params.idle_ttl_s
-        if state.families:
-            expire_idle(state.families, now, ttl, state.families_stats)
-        if state.prefixes:
-            expire_idle(state.prefixes, now, ttl, state.prefixes_stats)
+        # Keys are in touch order: while the first one is too recent for expire_idle to look past it,
+        # there is nothing to expire (the common case, checked here without the call).
+        recent = now - ttl + MOVE_EVERY
+        families = state.families
+        if families and next(iter(families.values())).moved <= recent:
+            expire_idle(families, now, ttl, state.families_stats)
+        prefixes = state.prefixes
+        if prefixes and next(iter(prefixes.values())).moved <= recent:
+            expire_idle(prefixes, now, ttl, state.prefixes_stats)
         incidents = state.incidents
         if not incidents:
             return None
         out: list[Finding] = []
         gone: list[str] = []
+        tenant_params = self.tenant_params
         for ikey, inc in incidents.items():
             st: Ratio | None
-            st = state.families.get(ikey[1:]) if ikey[0] == "f" else state.prefixes.get(ikey[1:])
-            quiet = self.params_for(inc.tenant).quiet_resolve_s
+            st = families.get(ikey[1:]) if ikey[0] == "f" else prefixes.get(ikey[1:])
+            quiet = (tenant_params.get(inc.tenant, self.params) if tenant_params else self.params).quiet_resolve_s
             if st is None or now - st.moved > quiet + MOVE_EVERY:
                 gone.append(ikey)
                 if st is not None:
@@ -656,7 +742,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     def is_warm(self, key: str) -> bool:
         st: Ratio | None = self.state.families.get(key) or self.state.prefixes.get(key)
         p = self.params
-        return st is not None and st.minutes >= p.warm_minutes and st.base_in >= p.warm_tokens
+        if st is None:
+            return False
+        now = sums(st)
+        return now.minutes >= p.warm_minutes and now.base_in >= p.warm_tokens
 
     def tracked_keys(self) -> int:
         return len(self.state.families) + len(self.state.prefixes)
