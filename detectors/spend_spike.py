@@ -77,6 +77,7 @@ so the attack is not learned as normal.
 from __future__ import annotations
 
 import math
+import struct
 import zlib
 from typing import Any, ClassVar, Final
 
@@ -116,8 +117,21 @@ _FAST_PREGATE: Final = 0.25
 _Q: Final = 1024.0
 _UNSET: Final = -32768
 _PROFILE_INIT: Final = b"\x00\x80" * 24
+_I16: Final = struct.Struct("<h")
 # A tenant's profile adds 24 uint8 observation counts after the 24 means.
 _TENANT_PROFILE_INIT: Final = _PROFILE_INIT + bytes(24)
+_TENANT_COUNTS: Final = 48
+# A key's baseline, packed little-endian in one bytearray (``KeyState.base``, created at the key's
+# first roll; a 30-byte record and the 48-byte profile cost less than seven fields and their float
+# objects): x3h (the expected spend through the 3 h kernel at the start of the hour being accumulated),
+# rv (variance of hourly log spend around the key's own profile, -1: none yet), lcpr (EW log $ per
+# request, 0: unknown), folds (hours folded into the profile, -1: the partial first hour is still
+# open), ux and uo (usual top-tier and output shares, integer percent), then the key's hour-of-day
+# profile of log hourly spend from byte _PROF_AT. No ``base`` means all of these at their start values.
+_BASE: Final = struct.Struct("<3di2h")
+_X3H: Final = struct.Struct("<d")
+_PROF_AT: Final = _BASE.size
+_BASE_INIT: Final = _BASE.pack(0.0, -1.0, 0.0, -1, 0, 0) + _PROFILE_INIT
 _BLOOM_BYTES: Final = 128
 _BLOOM_BITS: Final = _BLOOM_BYTES * 8
 _SEED_IP: Final = 0x1F3D5B79
@@ -125,7 +139,9 @@ _SEED_UA: Final = 0x2C4E6A8D
 _SEED_MODEL: Final = 0x3A5C7E91
 _SEED_TENANT: Final = 0x5BD1E995
 _MASK32: Final = 0xFFFFFFFF
-_MEMO_LIMIT: Final = 50_000
+_BASE_START: Final = (0.0, -1.0, 0.0, -1, 0, 0)
+_exp: Final = math.exp
+_MEMO_LIMIT: Final = 8192
 _MAX_LISTED: Final = 5
 
 
@@ -204,46 +220,57 @@ class SpendSpikeParams(DetectorParams):
     )
 
 
-class KeyState(msgspec.Struct, array_like=True, gc=False):
-    """One API key. Times are event-time epoch seconds; shares are integer percent."""
+class KeyCold(msgspec.Struct, array_like=True, gc=False):
+    """The part of a key's state that only a key with something going on needs.
 
-    moved: float
-    last: float = 0.0  # time the decayed sums were brought to
-    hour: int = 0  # absolute hour (t // 3600) being accumulated
-    h_spend: float = 0.0
-    h_reqs: int = 0
+    ``KeyState.cold`` is None until the key has a pending source, a novel call, a 403/404, an open
+    gate, an incident, or a 15-minute spend within reach of the fast path; it stays once created
+    (``next_eval`` must still hold against a late event). ``busy`` says whether an event of the key
+    has more to do than the common path in :meth:`SpendSpike.update`: 1 while a decayed sum here is
+    not None, the gates are open (``hot_t``) or an incident is open.
+    """
+
+    busy: int = 0
     minute: int = 0  # the minute (t // 60) of m_spend, kept only while s15 could reach the fast path
     m_spend: float | None = None
-    s15: float = 0.0  # spend, tau 15 min
-    s3h: float = 0.0  # spend, tau 3 h
-    x3h: float = 0.0  # expected spend through the same 3 h kernel, at the start of ``hour``
-    r15: float = 0.0  # requests, tau 15 min
-    # Usually-empty sums are None (1 byte in a snapshot, no object in memory) rather than 0.0.
     nr15: float | None = None  # requests from novel sources, tau 15 min
     ns3h: float | None = None  # spend from novel sources, tau 3 h
     err: float | None = None  # 403/404 responses, tau 15 min
     tried: int = 0  # 64-bit bloom of the models named by those responses
-    fx: int = 0  # recent share of calls on the most expensive tier (EW over ~5 calls)
-    ux: int = 0  # usual share (EW over hours)
-    fo: int = 0  # recent output share of tokens (EW over ~5 sampled calls, one in four)
-    uo: int = 0  # usual output share
-    kip: int = 0  # 64-bit bloom: source IPs known for this key
-    kapp: int = 0  # 64-bit bloom: user agents and models known for this key
     pip: int = 0  # 32-bit bloom: IPs pending (new, not yet trusted)
     papp: int = 0  # 32-bit bloom: user agents / models pending
     pend_t: float | None = None  # first time something became pending
-    folds: int = -1  # hours folded into the profile (-1: the partial first hour is still open)
-    rv: float = -1.0  # variance of hourly log spend around the key's own profile (-1: none yet)
-    lcpr: float = 0.0  # EW log $ per request (0: unknown)
-    g15: float = _INF  # s15 above this opens the evaluation (inf: not judged yet)
-    g3h: float = _INF
-    gr15: float = _INF
     hot_t: float | None = None  # when the gates last opened (incident start estimate)
     next_eval: float | None = None
     inc: int = 0  # 1 while an incident is open
     new_ip: str | None = None  # the last new source IP / user agent (evidence for an incident)
     new_ua: str | None = None
-    prof: bytearray | None = None  # hour-of-day profile of log hourly spend (from the first fold)
+
+
+class KeyState(msgspec.Struct, array_like=True, gc=False):
+    """One API key: the fields every event reads. Times are event-time epoch seconds; shares integer percent.
+
+    The hour being accumulated is ``last // 3600`` (``last`` only moves forward, and an event of a
+    later hour rolls the key first). The key's baseline (``base``, from its first roll) is packed in
+    one bytearray (layout: :data:`_BASE`); rarely needed fields are in ``cold`` (None until needed).
+    """
+
+    moved: float
+    last: float = 0.0  # latest event time: the time the decayed sums were brought to
+    h_spend: float = 0.0  # spend of the hour being accumulated
+    h_reqs: int = 0
+    s15: float = 0.0  # spend, tau 15 min
+    s3h: float = 0.0  # spend, tau 3 h
+    r15: float = 0.0  # requests, tau 15 min
+    fx: int = 0  # recent share of calls on the most expensive tier (EW over ~5 calls)
+    fo: int = 0  # recent output share of tokens (EW over ~5 sampled calls, one in four)
+    kip: int = 0  # 64-bit bloom: source IPs known for this key
+    kapp: int = 0  # 64-bit bloom: user agents and models known for this key
+    g15: float = _INF  # s15 above this opens the evaluation (inf: not judged yet)
+    g3h: float = _INF
+    gr15: float = _INF
+    base: bytearray | None = None
+    cold: KeyCold | None = None
 
 
 class TenantState(msgspec.Struct, array_like=True, gc=False):
@@ -321,20 +348,15 @@ def _bloom_add(bloom: bytearray, s: str, seed: int) -> None:
     bloom[j >> 3] |= 1 << (j & 7)
 
 
-def _prof_get(prof: bytearray, hod: int) -> int:
-    """The int16 (little-endian) at ``hod``."""
-    i = 2 * hod
-    v = prof[i] | (prof[i + 1] << 8)
-    return v - 65536 if v >= 32768 else v
+def _prof_get(prof: bytearray, at: int) -> int:
+    """The int16 (little-endian) at byte ``at``."""
+    v: int = _I16.unpack_from(prof, at)[0]
+    return v
 
 
-def _prof_set(prof: bytearray, hod: int, x: float) -> None:
+def _prof_set(prof: bytearray, at: int, x: float) -> None:
     q = round(x * _Q)
-    q = -32767 if q < -32767 else (32767 if q > 32767 else q)
-    q &= 0xFFFF
-    i = 2 * hod
-    prof[i] = q & 0xFF
-    prof[i + 1] = q >> 8
+    _I16.pack_into(prof, at, -32767 if q < -32767 else (32767 if q > 32767 else q))
 
 
 _alphas: dict[float, float] = {}
@@ -377,11 +399,12 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
     def __init__(self, params: SpendSpikeParams, context: Any, tenant_params: Any = None) -> None:
         super().__init__(params, context, tenant_params)
         # Memo of pure functions of strings (never part of the state): Bloom bits and price tier.
-        self._ip_bits: dict[str, int] = {}
-        self._app_bits: dict[str, int] = {}
+        # A missing IP or user agent (None) is always "known" (no bits).
+        self._ip_bits: dict[str | None, int] = {None: 0}
+        self._ua_bits: dict[str | None, int] = {None: 0}
         self._model_info: dict[str, tuple[int, bool]] = {}
-        # Per key: (ip, user agent, model, top tier, model bits) of its last all-known call.
-        self._last_sources: dict[str, tuple[str | None, str | None, str, bool, int]] = {}
+        # The parameters are fixed for the detector's life: the per-event pre-gate of the minute sum.
+        self._pregate = params.fast_path_usd_per_min * _FAST_PREGATE
 
     # -- hot path ---------------------------------------------------------------------------------
 
@@ -397,93 +420,64 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             del keys[key]
             keys[key] = ks
             ks.moved = t
-        hour = int(t // 3600.0)
-        if hour > ks.hour:
-            self._roll(ks, event, hour, t)
+        last = ks.last
+        if t // 3600.0 > last // 3600.0:
+            self._roll(ks, event, int(t // 3600.0), t)
         cost = event.cost_usd
         if cost is None:
             cost = self.context.prices.resolve(event.model).cost(
                 event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
             )
-        p: SpendSpikeParams = self.params if not self.tenant_params else self.params_for(event.tenant_id)
 
-        # Novelty of the source and the model, and the model's tier. A key calling again with the
-        # IP, user agent and model of its last call, all known then, skips the filters: a key's known
-        # bits are never removed while it lives (the memo forgets a key when it is created again).
-        novel = 0
-        ip = event.source_ip
-        ua = event.user_agent
-        model = event.model
-        last = self._last_sources.get(key)
-        if last is not None and last[0] == ip and last[1] == ua and last[2] == model:
-            top = last[3]
-            mbits = last[4]
+        # Novelty of the source and the model, and the model's tier: a call whose IP, user agent and
+        # model are all in the key's known filters is not new (the common case, checked inline).
+        ib = self._ip_bits.get(event.source_ip)
+        ab = self._ua_bits.get(event.user_agent)
+        mi = self._model_info.get(event.model)
+        if ib is not None and ab is not None and mi is not None and ks.kip & ib == ib:
+            kapp = ks.kapp
+            mbits = mi[0]
+            if kapp & ab == ab and kapp & mbits == mbits:
+                novel = 0
+                top = mi[1]
+            else:
+                novel, mbits, top = self._novelty(ks, event, t)
         else:
-            novel, mbits, top = self._novelty(ks, key, event, ip, ua, model, t, p)
+            novel, mbits, top = self._novelty(ks, event, t)
 
         # Decayed windows; a late event is added with the weight of its age.
-        dt = t - ks.last
+        dt = t - last
         if dt > 0.0:
-            da = math.exp(dt * _INV_SHORT)
-            db = math.exp(dt * _INV_LONG)
+            da = _exp(dt * _INV_SHORT)
             ks.last = t
             s15 = ks.s15 * da + cost
-            s3h = ks.s3h * db + cost
+            s3h = ks.s3h * _exp(dt * _INV_LONG) + cost
             r15 = ks.r15 * da + 1.0
-            er = ks.err
-            if er is not None:
-                er *= da
-                if er < 0.5:
-                    er = None
-                    ks.tried = 0
-                ks.err = er
-            nr = ks.nr15
-            if nr is not None:
-                nr *= da
-                ks.nr15 = nr if nr > 1e-3 else None
-            ns = ks.ns3h
-            if ns is not None:
-                ns *= db
-                ks.ns3h = ns if ns > 1e-6 else None
-            wa = wb = 1.0
         elif dt == 0.0:
-            s15 = ks.s15 + cost
-            s3h = ks.s3h + cost
-            r15 = ks.r15 + 1.0
-            er = ks.err
-            wa = wb = 1.0
+            s15 = ks.s15
+            s3h = ks.s3h
+            r15 = ks.r15
+            if r15 == 0.0 and s15 == 0.0 and s3h == 0.0:
+                # A key's first event: the sums share one float object (0.0 + cost is cost, bar -0.0);
+                # a flood of keys seen once then costs no float object per sum.
+                s15 = s3h = cost if cost else 0.0
+                r15 = 1.0
+            else:
+                s15 += cost
+                s3h += cost
+                r15 += 1.0
         else:
-            wa = math.exp(-dt * _INV_SHORT)
-            wb = math.exp(-dt * _INV_LONG)
+            wa = _exp(-dt * _INV_SHORT)
             s15 = ks.s15 + cost * wa
-            s3h = ks.s3h + cost * wb
+            s3h = ks.s3h + cost * _exp(-dt * _INV_LONG)
             r15 = ks.r15 + wa
-            er = ks.err
         ks.s15 = s15
         ks.s3h = s3h
         ks.r15 = r15
-        if novel:
-            ks.nr15 = (ks.nr15 or 0.0) + wa
-            ks.ns3h = (ks.ns3h or 0.0) + cost * wb
-        status = event.status
-        if status == 403 or status == 404:
-            er = (er or 0.0) + wa
-            ks.err = er
-            ks.tried |= mbits
-        ks.h_spend += cost
-        ks.h_reqs += 1
-        fast = False
-        if s15 >= p.fast_path_usd_per_min * _FAST_PREGATE:
-            # Only then can one minute hold the fast-path limit: keep its tumbling sum.
-            minute = int(t // 60.0)
-            ms = ks.m_spend
-            if minute == ks.minute:
-                ms = (ms or 0.0) + cost
-                ks.m_spend = ms
-            elif minute > ks.minute:
-                ks.minute = minute
-                ks.m_spend = ms = cost
-            fast = ks.minute == minute and ms is not None and ms >= p.fast_path_usd_per_min
+        hs = ks.h_spend
+        ks.h_spend = hs + cost if hs else (cost if cost else 0.0)  # the same object again, exact likewise
+        h_reqs = ks.h_reqs + 1
+        ks.h_reqs = h_reqs
         # Integer EWs (~5 calls) of the top-tier share and the output share, in percent.
         fx = ks.fx
         if top:
@@ -491,61 +485,125 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 ks.fx = fx + (100 - fx) // 5
         elif fx:
             ks.fx = fx - (fx + 4) // 5
-        if not ks.h_reqs & 3:
+        if not h_reqs & 3:
             # The output share is sampled on every 4th call of the hour (an attack makes hundreds).
             out = event.output_tokens
             fo = ks.fo
             ks.fo = fo + (100 * out // (out + event.input_tokens + 1) - fo) // 5
 
-        if ks.inc:
-            self._during(key, event, cost, novel)
-        elif not (s15 > ks.g15 or s3h > ks.g3h or r15 > ks.gr15 or fast
-                  or (er is not None and er >= p.enum_min_errors)):
-            if ks.hot_t is not None:
-                ks.hot_t = None
-            return None
-        if ks.hot_t is None:
-            ks.hot_t = t
-        ne = ks.next_eval
-        if ne is not None and t < ne and not fast:
-            return None
-        return self._evaluate(key, ks, event, t, p, novel)
+        cold = ks.cold
+        if cold is None or not cold.busy:
+            status = event.status
+            if not novel and status != 403 and status != 404:
+                pre = self._pregate if not self.tenant_params else (
+                    self.params_for(event.tenant_id).fast_path_usd_per_min * _FAST_PREGATE)
+                if s15 < pre and not (s15 > ks.g15 or s3h > ks.g3h or r15 > ks.gr15):
+                    return None  # nothing going on: no minute sum, gates closed
+            if cold is None:
+                cold = ks.cold = KeyCold()
+        return self._busy(ks, cold, key, event, t, dt, cost, novel, mbits)
 
     # -- per key bookkeeping (cold) -----------------------------------------------------------
 
-    def _novelty(self, ks: KeyState, key: str, event: UsageEvent, ip: str | None, ua: str | None, model: str,
-                 t: float, p: SpendSpikeParams) -> tuple[int, int, bool]:
+    def _busy(self, ks: KeyState, cold: KeyCold, key: str, event: UsageEvent, t: float, dt: float, cost: float,
+              novel: int, mbits: int) -> list[Finding] | None:
+        """The rest of an event of a key with something going on (see :class:`KeyCold`)."""
+        p: SpendSpikeParams = self.params if not self.tenant_params else self.params_for(event.tenant_id)
+        if dt > 0.0:
+            da = _exp(dt * _INV_SHORT)
+            er = cold.err
+            if er is not None:
+                er *= da
+                if er < 0.5:
+                    er = None
+                    cold.tried = 0
+                cold.err = er
+            nr = cold.nr15
+            if nr is not None:
+                nr *= da
+                cold.nr15 = nr if nr > 1e-3 else None
+            ns = cold.ns3h
+            if ns is not None:
+                ns *= _exp(dt * _INV_LONG)
+                cold.ns3h = ns if ns > 1e-6 else None
+            wa = wb = 1.0
+        elif dt == 0.0:
+            er = cold.err
+            wa = wb = 1.0
+        else:
+            wa = _exp(-dt * _INV_SHORT)
+            wb = _exp(-dt * _INV_LONG)
+            er = cold.err
+        if novel:
+            cold.nr15 = (cold.nr15 or 0.0) + wa
+            cold.ns3h = (cold.ns3h or 0.0) + cost * wb
+        status = event.status
+        if status == 403 or status == 404:
+            er = (er or 0.0) + wa
+            cold.err = er
+            cold.tried |= mbits
+        s15 = ks.s15
+        fast = False
+        if s15 >= p.fast_path_usd_per_min * _FAST_PREGATE:
+            # Only then can one minute hold the fast-path limit: keep its tumbling sum.
+            minute = int(t // 60.0)
+            ms = cold.m_spend
+            if minute == cold.minute:
+                ms = (ms or 0.0) + cost
+                cold.m_spend = ms
+            elif minute > cold.minute:
+                cold.minute = minute
+                cold.m_spend = ms = cost
+            fast = cold.minute == minute and ms is not None and ms >= p.fast_path_usd_per_min
+
+        if cold.inc:
+            self._during(key, event, cost, novel)
+        elif not (s15 > ks.g15 or ks.s3h > ks.g3h or ks.r15 > ks.gr15 or fast
+                  or (er is not None and er >= p.enum_min_errors)):
+            cold.hot_t = None
+            cold.busy = 0 if er is None and cold.nr15 is None and cold.ns3h is None else 1
+            return None
+        cold.busy = 1
+        if cold.hot_t is None:
+            cold.hot_t = t
+        ne = cold.next_eval
+        if ne is not None and t < ne and not fast:
+            return None
+        return self._evaluate(key, ks, cold, event, t, p, novel)
+
+    def _novelty(self, ks: KeyState, event: UsageEvent, t: float) -> tuple[int, int, bool]:
         """Check the call's IP, user agent and model against the key's filters (bit 1, 2, 4: new)."""
+        p: SpendSpikeParams = self.params_for(event.tenant_id)
         novel = 0
+        ip = event.source_ip
         if ip is not None:
             bits = self._ip_bits.get(ip)
             if bits is None:
                 bits = self._memo(self._ip_bits, ip, _SEED_IP)
             if ks.kip & bits != bits and self._unknown(ks, event, ip, bits, _SEED_IP, t, p):
                 novel = 1
+        ua = event.user_agent
         if ua is not None:
-            bits = self._app_bits.get(ua)
+            bits = self._ua_bits.get(ua)
             if bits is None:
-                bits = self._memo(self._app_bits, ua, _SEED_UA)
+                bits = self._memo(self._ua_bits, ua, _SEED_UA)
             if ks.kapp & bits != bits and self._unknown(ks, event, ua, bits, _SEED_UA, t, p):
                 novel |= 2
+        model = event.model
         info = self._model_info.get(model)
         if info is None:
             info = self._model_memo(model)
         mbits, top = info
         if ks.kapp & mbits != mbits and self._unknown(ks, event, model, mbits, _SEED_MODEL, t, p):
             novel |= 4
-        if not novel:
-            memo = self._last_sources
-            if len(memo) >= _MEMO_LIMIT:
-                memo.clear()
-            memo[key] = (ip, ua, model, top, mbits)
         return novel, mbits, top
 
-    def _memo(self, memo: dict[str, int], s: str, seed: int) -> int:
+    @staticmethod
+    def _memo(memo: dict[str | None, int], s: str, seed: int) -> int:
         bits = _bits64(s, seed)
         if len(memo) >= _MEMO_LIMIT:
             memo.clear()
+            memo[None] = 0
         memo[s] = bits
         return bits
 
@@ -563,23 +621,19 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
     def _create(self, event: UsageEvent, key: str, t: float) -> KeyState:
         """A key never seen (or forgotten): its state, judged against its tenant's and everyone's priors."""
         st = self.state
-        ks = touch(st.keys, key, t, self._new_key, self.params.max_keys, st.key_stats)
-        self._last_sources.pop(key, None)  # a new state: nothing is known yet
+        ks = touch(st.keys, key, t, _new_key, self.params.max_keys, st.key_stats)
         tid = event.tenant_id
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
         if key in st.open:
-            ks.inc = 1
+            ks.cold = KeyCold(busy=1, inc=1)
         if not st.prior:
             st.prior = [0.0] * (3 * 168)
             st.prior_at = [-1] * 168
-        if ks.hour > st.prior_hour:
-            st.prior_hour = ks.hour
-        self._prepare(ks, tn, tid, ks.hour, self.context.calendar.utc_offset(tid, t), self.params_for(tid))
+        hour = int(t // 3600.0)
+        if hour > st.prior_hour:
+            st.prior_hour = hour
+        self._prepare(ks, None, tn, tid, hour, self.context.calendar.utc_offset(tid, t), self.params_for(tid))
         return ks
-
-    @staticmethod
-    def _new_key(t: float) -> KeyState:
-        return KeyState(moved=t, last=t, hour=int(t // 3600.0))
 
     def _unknown(self, ks: KeyState, event: UsageEvent, s: str, bits: int, seed: int, t: float,
                  p: SpendSpikeParams) -> bool:
@@ -597,22 +651,24 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             self._learn(ks, bits, is_ip)
             return False
         pb = _fold32(bits)
-        pend = ks.pip if is_ip else ks.papp
-        if pend & pb == pb:
-            if ks.pend_t is not None and t - ks.pend_t >= p.novelty_s and not ks.inc:
+        cold = ks.cold
+        if cold is not None and (cold.pip if is_ip else cold.papp) & pb == pb:
+            if cold.pend_t is not None and t - cold.pend_t >= p.novelty_s and not cold.inc:
                 _bloom_add(tn.bloom, s, seed)
                 self._learn(ks, bits, is_ip)
                 return False
             return True
-        if not (ks.pip or ks.papp):
-            ks.pend_t = t
+        if cold is None:
+            cold = ks.cold = KeyCold()
+        if not (cold.pip or cold.papp):
+            cold.pend_t = t
         if is_ip:
-            ks.pip |= pb
-            ks.new_ip = s
+            cold.pip |= pb
+            cold.new_ip = s
         else:
-            ks.papp |= pb
+            cold.papp |= pb
             if seed == _SEED_UA:
-                ks.new_ua = s
+                cold.new_ua = s
         return True
 
     @staticmethod
@@ -630,31 +686,34 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
         if hour > st.prior_hour:
             st.prior_hour = hour
-        first = ks.hour
+        first = int(ks.last // 3600.0)
+        base = ks.base
+        if base is None:
+            base = ks.base = bytearray(_BASE_INIT)
         # One time-zone lookup per roll: the offset of the current hour serves the folded ones too
         # (a DST change shifts one fold by an hour, once or twice a year).
         off = self.context.calendar.utc_offset(tid, t)
-        prev: float | None = self._fold(ks, tn, first, off, ks.h_spend, ks.h_reqs, p)
+        prev: float | None = self._fold(ks, base, tn, first, off, ks.h_spend, ks.h_reqs, p)
         # Idle hours fold as zero spend; after a long absence only the most recent ones.
         idle_from = first + 1
         if hour - idle_from > p.max_fold_hours - 1:
             skipped = hour - idle_from - (p.max_fold_hours - 1)
-            ks.x3h *= math.exp(-3600.0 * skipped / _TAU_LONG)
+            _X3H.pack_into(base, 0, _X3H.unpack_from(base)[0] * math.exp(-3600.0 * skipped / _TAU_LONG))
             idle_from += skipped
         for h in range(idle_from, hour):
-            prev = self._fold(ks, tn, h, off, 0.0, 0, p, True)
+            prev = self._fold(ks, base, tn, h, off, 0.0, 0, p, True)
         if idle_from >= hour and first != hour - 1:
             prev = None  # the hour before this one was not folded: no expectation of it at hand
-        ks.hour = hour
         ks.h_spend = 0.0
         ks.h_reqs = 0
-        if ks.pend_t is not None and not ks.inc and t - ks.pend_t >= 2.0 * p.novelty_s:
-            ks.pip = ks.papp = 0  # stale pending entries; anything still in use re-enters
-            ks.pend_t = None
-            ks.new_ip = ks.new_ua = None
-        self._prepare(ks, tn, tid, hour, off, p, prev)
+        cold = ks.cold
+        if cold is not None and cold.pend_t is not None and not cold.inc and t - cold.pend_t >= 2.0 * p.novelty_s:
+            cold.pip = cold.papp = 0  # stale pending entries; anything still in use re-enters
+            cold.pend_t = None
+            cold.new_ip = cold.new_ua = None
+        self._prepare(ks, base, tn, tid, hour, off, p, prev)
 
-    def _fold(self, ks: KeyState, tn: TenantState, h: int, off: float, spend: float, reqs: int,
+    def _fold(self, ks: KeyState, base: bytearray, tn: TenantState, h: int, off: float, spend: float, reqs: int,
               p: SpendSpikeParams, idle: bool = False) -> float:
         """Hour ``h`` of the key is over: advance the expected 3 h window, learn from the hour.
 
@@ -665,66 +724,71 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         floor = p.spend_floor_usd_per_h
         how = hour_of_week_utc(h * 3600.0 + 1800.0, off)
         hod = how % 24
-        prof = ks.prof
-        q = _UNSET if prof is None else _prof_get(prof, hod)
+        at = _PROF_AT + 2 * hod
+        q = _prof_get(base, at)
+        x3h, rv, lcpr, folds, ux, uo = _BASE.unpack_from(base)
         # An idle hour of a key with two days of profile is expected as its profile says (no priors).
-        mu = q / _Q if idle and q != _UNSET and ks.folds >= 48 else self._expect(ks, tn, how, p)[0]
+        mu = q / _Q if idle and q != _UNSET and folds >= 48 else self._expect(base, tn, how, p)[0]
         expected = math.exp(mu) - floor
-        ks.x3h = ks.x3h * _HOUR_DECAY_LONG + (expected if expected > 0.0 else 0.0) / _PER_H_LONG * (
+        x3h = x3h * _HOUR_DECAY_LONG + (expected if expected > 0.0 else 0.0) / _PER_H_LONG * (
             1.0 - _HOUR_DECAY_LONG)
-        if ks.folds < 0:
-            ks.folds = 0  # the key's first hour was partial: not a fair observation
+        cold = ks.cold
+        if folds < 0:
+            folds = 0  # the key's first hour was partial: not a fair observation
             if reqs:
-                ks.ux = ks.fx
-                ks.uo = ks.fo
-            return mu
-        if ks.inc:
-            return mu  # frozen while an incident is open
-        x = math.log(spend + floor)
-        if prof is None:
-            prof = ks.prof = bytearray(_PROFILE_INIT)
-        if q == _UNSET:
-            _prof_set(prof, hod, x)
+                ux = ks.fx
+                uo = ks.fo
+        elif cold is not None and cold.inc:
+            pass  # frozen while an incident is open
         else:
-            m = q / _Q
-            # The key's own day-to-day variability at the same hour (running mean first, then EW).
-            r = x - m
-            k = ks.folds - 23
-            a = 1.0 / k if k > 1 else 1.0
-            amin = _alpha(p.variance_half_life_hours)
-            ks.rv = r * r if ks.rv < 0.0 else ks.rv + (a if a > amin else amin) * (r * r - ks.rv)
-            a = 1.0 / (ks.folds // 24 + 1)
-            amin = _alpha(p.key_half_life_days)
-            _prof_set(prof, hod, m + (a if a > amin else amin) * r)
-        ks.folds += 1
-        if idle:
-            return mu
+            x = math.log(spend + floor)
+            if q == _UNSET:
+                _prof_set(base, at, x)
+            else:
+                m = q / _Q
+                # The key's own day-to-day variability at the same hour (running mean first, then EW).
+                r = x - m
+                k = folds - 23
+                a = 1.0 / k if k > 1 else 1.0
+                amin = _alpha(p.variance_half_life_hours)
+                rv = r * r if rv < 0.0 else rv + (a if a > amin else amin) * (r * r - rv)
+                a = 1.0 / (folds // 24 + 1)
+                amin = _alpha(p.key_half_life_days)
+                _prof_set(base, at, m + (a if a > amin else amin) * r)
+            folds += 1
+            if not idle:
+                self._fold_tenant(tn, how, hod, x, p)
+                if reqs:
+                    if spend > 0.0:
+                        lc = math.log(spend / reqs)
+                        lcpr = lc if lcpr == 0.0 else lcpr + 0.1 * (lc - lcpr)
+                    ux += (ks.fx - ux) // 10
+                    uo += (ks.fo - uo) // 10
+        _BASE.pack_into(base, 0, x3h, rv, lcpr, folds, ux, uo)
+        return mu
+
+    def _fold_tenant(self, tn: TenantState, how: int, hod: int, x: float, p: SpendSpikeParams) -> None:
+        """A used hour of one of the tenant's keys: teach the tenant's profile and the population."""
         at = _alpha(p.tenant_half_life_obs)
         tp = tn.prof
         if tp is None:
             tp = tn.prof = bytearray(_TENANT_PROFILE_INIT)
-        n = tp[24 * 2 + hod]
+        n = tp[_TENANT_COUNTS + hod]
         if n == 0:
-            _prof_set(tp, hod, x)
+            _prof_set(tp, 2 * hod, x)
         else:
-            m = _prof_get(tp, hod) / _Q
+            m = _prof_get(tp, 2 * hod) / _Q
             r = x - m
             tn.rv = r * r if tn.rv < 0.0 else tn.rv + at * (r * r - tn.rv)
             a = 1.0 / (n + 1)
-            _prof_set(tp, hod, m + (a if a > at else at) * r)
+            _prof_set(tp, 2 * hod, m + (a if a > at else at) * r)
         if n < 255:
-            tp[24 * 2 + hod] = n + 1
+            tp[_TENANT_COUNTS + hod] = n + 1
         baseline_update(self.state.population, how, x, at)
-        if reqs:
-            if spend > 0.0:
-                lc = math.log(spend / reqs)
-                ks.lcpr = lc if ks.lcpr == 0.0 else ks.lcpr + 0.1 * (lc - ks.lcpr)
-            ks.ux += (ks.fx - ks.ux) // 10
-            ks.uo += (ks.fo - ks.uo) // 10
-        return mu
 
-    def _expect(self, ks: KeyState, tn: TenantState | None, how: int, p: SpendSpikeParams) -> tuple[float, float]:
-        """Expected log hourly spend of the key at hour-of-week ``how``, and its variance."""
+    def _expect(self, base: bytearray | None, tn: TenantState | None, how: int,
+                p: SpendSpikeParams) -> tuple[float, float]:
+        """Expected log hourly spend of a key (its ``base``) at hour-of-week ``how``, and its variance."""
         st = self.state
         h = how % 168
         if st.prior_at[h] != st.prior_hour:
@@ -737,21 +801,23 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         hod = how % 24
         tp = tn.prof if tn is not None else None
         if tp is not None and tn is not None:
-            nt = tp[24 * 2 + hod]
+            nt = tp[_TENANT_COUNTS + hod]
             if nt:
                 w = nt / (nt + p.shrink)
-                pm += w * (_prof_get(tp, hod) / _Q + week - pm)
+                pm += w * (_prof_get(tp, 2 * hod) / _Q + week - pm)
                 pv = w * (tn.rv if tn.rv >= 0.0 else pv) + (1.0 - w) * pv
-        prof = ks.prof
-        q = _UNSET if prof is None else _prof_get(prof, hod)
+        if base is None:
+            return pm, pv
+        q = _prof_get(base, _PROF_AT + 2 * hod)
         if q == _UNSET:
             return pm, pv
-        n = ks.folds // 24
+        _, rv, _, folds, _, _ = _BASE.unpack_from(base)
+        n = folds // 24
         if n < 1:
             n = 1
         w = n / (n + p.prior_days)
         km = q / _Q + week
-        kv = ks.rv if ks.rv >= 0.0 else pv
+        kv = rv if rv >= 0.0 else pv
         d = km - pm
         return pm + w * d, w * kv + (1.0 - w) * pv + w * (1.0 - w) * d * d
 
@@ -766,7 +832,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         st.prior[i + 2] = baseline_week_effect(st.population, how, p.shrink)
         st.prior_at[how] = st.prior_hour
 
-    def _baseline_now(self, ks: KeyState, tn: TenantState | None, how: int,
+    def _baseline_now(self, base: bytearray | None, tn: TenantState | None, how: int,
                       p: SpendSpikeParams, prev: float | None = None) -> tuple[float, float, float]:
         """Expected $/h (floor included) for the 15-minute window and for this hour, and the log-scale sd.
 
@@ -774,64 +840,70 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         its neighbours, so that a job starting a few minutes early is no spike.
         """
         if prev is None:
-            prev = self._expect(ks, tn, how - 1, p)[0]
-        mu, var = self._expect(ks, tn, how, p)
-        nxt = self._expect(ks, tn, how + 1, p)[0]
+            prev = self._expect(base, tn, how - 1, p)[0]
+        mu, var = self._expect(base, tn, how, p)
+        nxt = self._expect(base, tn, how + 1, p)[0]
         sd = math.sqrt(var)
         sd = p.sd_floor if sd < p.sd_floor else (p.sd_cap if sd > p.sd_cap else sd)
         return math.exp(max(prev, mu, nxt)), math.exp(mu), sd
 
     @staticmethod
-    def _expected_3h(ks: KeyState, t: float, e_now: float, floor: float) -> float:
-        """Expected $/h through the 3 h kernel at ``t`` (floor included), comparable to ``s3h``."""
-        dt = t - ks.hour * 3600.0
+    def _expected_3h(hour: int, x3h: float, t: float, e_now: float, floor: float) -> float:
+        """Expected $/h through the 3 h kernel at ``t`` (floor included), comparable to ``s3h``.
+
+        ``hour`` is the hour being accumulated and ``x3h`` the expected 3 h sum at its start.
+        """
+        dt = t - hour * 3600.0
         rate = e_now - floor
         if rate < 0.0:
             rate = 0.0
         if dt <= 0.0:
-            return ks.x3h * _PER_H_LONG + floor
+            return x3h * _PER_H_LONG + floor
         d = math.exp(-dt / _TAU_LONG)
-        return (ks.x3h * d) * _PER_H_LONG + rate * (1.0 - d) + floor
+        return (x3h * d) * _PER_H_LONG + rate * (1.0 - d) + floor
 
-    def _prepare(self, ks: KeyState, tn: TenantState, tid: str, hour: int, off: float, p: SpendSpikeParams,
-                 prev: float | None = None) -> None:
+    def _prepare(self, ks: KeyState, base: bytearray | None, tn: TenantState, tid: str, hour: int, off: float,
+                 p: SpendSpikeParams, prev: float | None = None) -> None:
         """Gates for this hour: the window sums above which the key is worth scoring."""
         t = hour * 3600.0
         if t - tn.born < p.tenant_warmup_s:
             ks.g15 = ks.g3h = ks.gr15 = _INF
             return
-        e15, e_now, sd = self._baseline_now(ks, tn, hour_of_week_utc(t + 1800.0, off), p, prev)
+        e15, e_now, sd = self._baseline_now(base, tn, hour_of_week_utc(t + 1800.0, off), p, prev)
         floor = p.spend_floor_usd_per_h
+        x3h, _, lcpr, _, _, _ = _BASE.unpack_from(base) if base is not None else _BASE_START
         # The expected 3 h sum moves monotonically within the hour: gate on its lower end.
-        e3h = min(self._expected_3h(ks, t, e_now, floor), self._expected_3h(ks, t + 3600.0, e_now, floor))
+        e3h = min(self._expected_3h(hour, x3h, t, e_now, floor), self._expected_3h(hour, x3h, t + 3600.0, e_now, floor))
         tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
         k15 = math.exp(tol) * p.short_window_slack
-        ks.g15 = max(e15 * k15, e15 + p.min_excess_usd_per_h) - floor
-        ks.g15 /= _PER_H_SHORT
+        g15 = max(e15 * k15, e15 + p.min_excess_usd_per_h) - floor
+        ks.g15 = g15 / _PER_H_SHORT
         ks.g3h = (max(e3h * math.exp(tol), e3h + p.min_excess_usd_per_h) - floor) / _PER_H_LONG
-        if ks.lcpr != 0.0:
-            ereq = max(e15 - floor, 0.0) / math.exp(ks.lcpr)
+        if lcpr != 0.0:
+            ereq = max(e15 - floor, 0.0) / math.exp(lcpr)
             ks.gr15 = max((ereq + 1.0) * k15 - 1.0, ereq + p.min_excess_requests_per_h) / _PER_H_SHORT
         else:
             ks.gr15 = _INF
 
     # -- scoring (cold: only when a gate is open) -------------------------------------------------
 
-    def _evaluate(self, key: str, ks: KeyState, event: UsageEvent, t: float, p: SpendSpikeParams,
+    def _evaluate(self, key: str, ks: KeyState, cold: KeyCold, event: UsageEvent, t: float, p: SpendSpikeParams,
                   novel: int) -> list[Finding] | None:
         st = self.state
-        ks.next_eval = t + p.eval_every_s
+        cold.next_eval = t + p.eval_every_s
         tid = event.tenant_id
         tn = st.tenants.get(tid)
         warm = tn is not None and t - tn.born >= p.tenant_warmup_s
-        m_spend = ks.m_spend if ks.m_spend is not None and ks.minute == int(t // 60.0) else 0.0
+        m_spend = cold.m_spend if cold.m_spend is not None and cold.minute == int(t // 60.0) else 0.0
         fast = m_spend >= p.fast_path_usd_per_min
         inc = st.open.get(key)
         if not (warm or fast or inc is not None):
             return None
         floor = p.spend_floor_usd_per_h
-        e15, e_now, sd = self._baseline_now(ks, tn, self.context.calendar.hour_of_week(tid, t), p)
-        e3h = self._expected_3h(ks, t, e_now, floor)
+        base = ks.base
+        e15, e_now, sd = self._baseline_now(base, tn, self.context.calendar.hour_of_week(tid, t), p)
+        x3h, _, lcpr, folds, ux, uo = _BASE.unpack_from(base) if base is not None else _BASE_START
+        e3h = self._expected_3h(int(ks.last // 3600.0), x3h, t, e_now, floor)
         tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
         tol15 = tol + math.log(p.short_window_slack)
         span = math.log(p.ratio_saturation / p.ratio_tolerance)
@@ -858,14 +930,14 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         req_h = ks.r15 * _PER_H_SHORT
         s_rate = 0.0
         ereq = -1.0
-        if ks.lcpr != 0.0:
-            ereq = max(e15 - floor, 0.0) / math.exp(ks.lcpr)
+        if lcpr != 0.0:
+            ereq = max(e15 - floor, 0.0) / math.exp(lcpr)
             if warm and req_h - ereq >= p.min_excess_requests_per_h:
                 s_rate = _ramp((math.log((req_h + 1.0) / (ereq + 1.0)) - tol15) / span)
-        errs = ks.err or 0.0
-        nr15 = ks.nr15 or 0.0
-        ns3h = ks.ns3h or 0.0
-        distinct = ks.tried.bit_count() // 2
+        errs = cold.err or 0.0
+        nr15 = cold.nr15 or 0.0
+        ns3h = cold.ns3h or 0.0
+        distinct = cold.tried.bit_count() // 2
         s_enum = 0.0
         if warm and errs >= p.enum_min_errors:
             s_enum = min(1.0, max(errs / p.enum_errors_sat, (distinct - 1) / (p.enum_models_sat - 1)))
@@ -878,10 +950,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             if ks.s3h > 0.0 and ns3h / ks.s3h > s_nov:
                 s_nov = ns3h / ks.s3h
             s_nov = _ramp(s_nov)
-            if ks.fx > ks.ux:
-                s_exp = _ramp((ks.fx - ks.ux) / (100 - ks.ux))
-            if ks.fo > ks.uo:
-                s_out = _ramp((ks.fo - ks.uo) / p.output_share_jump)
+            if ks.fx > ux:
+                s_exp = _ramp((ks.fx - ux) / (100 - ux))
+            if ks.fo > uo:
+                s_out = _ramp((ks.fo - uo) / p.output_share_jump)
             s_off = 1.0 if off_hours else 0.0
         signals: dict[str, float] = {}
         for name, w, s in (
@@ -908,14 +980,14 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 return None
             if len(st.open) >= p.max_keys:
                 return None  # bounded: a flood of incidents is itself visible through the open ones
-            first = ks.hot_t if ks.hot_t is not None and ks.hot_t <= t else t
+            first = cold.hot_t if cold.hot_t is not None and cold.hot_t <= t else t
             inc = Incident(tenant=tid, first_seen=first, last_hot=t, last_ts=t)
-            if ks.new_ip is not None and (nr15 > 0.0 or ns3h > 0.0):
-                inc.new_ips.append(ks.new_ip)
-            if ks.new_ua is not None and (nr15 > 0.0 or ns3h > 0.0):
-                inc.new_user_agents.append(ks.new_ua)
+            if cold.new_ip is not None and (nr15 > 0.0 or ns3h > 0.0):
+                inc.new_ips.append(cold.new_ip)
+            if cold.new_ua is not None and (nr15 > 0.0 or ns3h > 0.0):
+                inc.new_user_agents.append(cold.new_ua)
             st.open[key] = inc
-            ks.inc = 1
+            cold.inc = 1
             self._during(key, event, 0.0, novel)
         else:
             # The incident stays open while the current rate (15 min) is still up, or probing goes on:
@@ -960,12 +1032,12 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             "new_user_agents": list(inc.new_user_agents),
             "top_models": _top_models(inc.models),
             "expensive_tier_share_pct": ks.fx,
-            "usual_expensive_tier_share_pct": ks.ux,
+            "usual_expensive_tier_share_pct": ux,
             "output_share_pct": ks.fo,
-            "usual_output_share_pct": ks.uo,
+            "usual_output_share_pct": uo,
             "off_hours": off_hours,
             "local_time": self.context.calendar.local_iso(tid, t),
-            "baseline_hours": ks.folds if ks.folds > 0 else 0,
+            "baseline_hours": folds if folds > 0 else 0,
             "tenant_warm": warm,
         }
         actions: list[Any] = ["notify"]
@@ -1079,13 +1151,9 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                     )
                 )
         ttl = self.params.idle_ttl_s
-        expire_idle(st.keys, now, ttl, st.key_stats)
-        expire_idle(st.tenants, now, ttl, st.tenant_stats)
+        _expire(st.keys, now, ttl, st.key_stats)
+        _expire(st.tenants, now, ttl, st.tenant_stats)
         return out
-
-    def restore(self, data: bytes) -> None:
-        super().restore(data)
-        self._last_sources.clear()
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -1103,13 +1171,28 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
 
 def _reset_after_incident(ks: KeyState) -> None:
     """The incident is over: its spend was reported, its sources were never trusted; start the windows afresh."""
-    ks.inc = 0
-    ks.hot_t = None
-    ks.pip = ks.papp = 0
-    ks.new_ip = ks.new_ua = None
     ks.s15 = ks.s3h = ks.r15 = 0.0
-    ks.nr15 = ks.ns3h = ks.err = ks.m_spend = ks.pend_t = None
-    ks.tried = 0
+    cold = ks.cold
+    if cold is not None:
+        cold.busy = 0
+        cold.inc = 0
+        cold.hot_t = None
+        cold.pip = cold.papp = 0
+        cold.new_ip = cold.new_ua = None
+        cold.nr15 = cold.ns3h = cold.err = cold.m_spend = cold.pend_t = None
+        cold.tried = 0
+
+
+def _new_key(t: float) -> KeyState:
+    return KeyState(moved=t, last=t)
+
+
+def _expire(items: dict[str, Any], now: float, ttl: float, stats: KeyspaceStats) -> None:
+    """:func:`expire_idle`, skipped when its first key (the least recently moved) is too fresh for it to expire any."""
+    for first in items.values():
+        if first.moved <= now - ttl + MOVE_EVERY:
+            expire_idle(items, now, ttl, stats)
+        return
 
 
 def _new_tenant(t: float) -> TenantState:
