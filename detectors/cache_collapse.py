@@ -317,6 +317,13 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         # The start of the last event-time minute a key moved to: keys moved in the same minute share
         # one float object (24 bytes a key less), not a memo of any result.
         self._minute = 0.0
+        # The first (least recently moved) key of each keyspace, as last seen by tick; None once it may
+        # have left the front (see tick).
+        self._front_family: Ratio | None = None
+        self._front_prefix: Ratio | None = None
+        # How many incidents wait out their recovery (``cleared`` set), counted again (None) after any
+        # change: while there are none, a minute without a drop needs no look at the incidents.
+        self._recovering: int | None = 0
 
     # -- hot path ---------------------------------------------------------------------------------
 
@@ -355,6 +362,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             cap = max(1, hot.params.max_keys // 10)
             if len(families) > cap:
                 evict_oldest(families, len(families) - cap, state.families_stats)
+                self._front_family = None
         elif t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
             out = self._roll(fam, fkey, hot, event, t, fam, families)
             # this event opens the new minute
@@ -408,6 +416,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             prefixes[pkey] = pre
             if len(prefixes) > cap:
                 evict_oldest(prefixes, len(prefixes) - cap, state.prefixes_stats)
+                self._front_prefix = None
         elif t - pre.moved >= 60.0:
             found = self._roll(pre, pkey, hot, event, t, fam, prefixes)
             if found is not None:
@@ -446,6 +455,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         """
         del items[key]
         items[key] = st
+        if st is self._front_family or st is self._front_prefix:
+            self._front_family = self._front_prefix = None
         ff = hot.fast_factor
         bf = hot.base_factor
         fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, gap = st.sums
@@ -499,9 +510,13 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         base = base_cached / base_in
         cur = fast_cached / fast_in
         zero_share = z_zero / z_elig if z_elig > 0.0 else 0.0
-        if drop is None and (base - cur < hot.min_abs_drop or zero_share < hot.clear_zero_share) \
-                and not self.state.incidents:
-            return None  # the common case, decided here: no episode, none to open, no incident to resolve
+        if drop is None and (base - cur < hot.min_abs_drop or zero_share < hot.clear_zero_share):
+            # The common case, decided here: no episode, none to open, and no incident to resolve.
+            recovering = self._recovering
+            if recovering is None:
+                recovering = self._recovering = sum(1 for inc in self.state.incidents.values() if inc.cleared)
+            if not recovering:
+                return None
         found = self._judge(st, key, hot.params, event, t, fam, base, cur, zero_share)
         return None if found is None else [found]
 
@@ -532,6 +547,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 if inc is None or not inc.cleared or t - inc.cleared < p.recover_s:
                     return None
                 del incidents[ikey]
+                self._recovering = None
                 return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4),
                                                "zero_hit_share": round(zero_share, 4)}, "recovered")
             drop = st.drop = Episode(0.0, t)
@@ -544,9 +560,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             st.drop = None
             if inc is not None and not inc.cleared:
                 inc.cleared = t
+                self._recovering = None
             return None
         if inc is not None and inc.cleared:
             inc.cleared = 0.0
+            self._recovering = None
         since = drop.since if drop.since > 0.0 else t
         if t - since > p.max_incident_s:
             # Down for days: this is the new normal. Relearn from the current level.
@@ -556,6 +574,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             if inc is None:
                 return None
             del incidents[ikey]
+            self._recovering = None
             return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4)},
                                   "accepted_as_new_baseline")
         if x < p.min_abs_drop:
@@ -601,6 +620,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 entity_id = key.rsplit("\x1e", 1)[-1]
             inc = CacheIncident("model" if is_family else "prefix", entity_id, tenant, since, score, extra, cause, t)
             self.state.incidents[ikey] = inc
+            self._recovering = None
             title = f"Prompt-cache hit ratio collapsed ({cause.replace('_', ' ')})"
         elif score >= inc.score + p.score_step or extra >= inc.extra_usd_per_day * p.cost_step:
             # The score only goes up while the incident fires; this minute's score stays in the evidence.
@@ -710,14 +730,26 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         state = self.state
         ttl = self.params.idle_ttl_s
         # Keys are in touch order: while the first one is too recent for expire_idle to look past it,
-        # there is nothing to expire (the common case, checked here without the call).
+        # there is nothing to expire (the common case). Finding the first key costs a scan over the
+        # slots its moved-away predecessors left at the front of the dict (thousands, until the dict
+        # compacts), so it is kept until it leaves the front: moved by _roll, evicted or expired.
         recent = now - ttl + MOVE_EVERY
         families = state.families
-        if families and next(iter(families.values())).moved <= recent:
-            expire_idle(families, now, ttl, state.families_stats)
+        if families:
+            front = self._front_family
+            if front is None:
+                front = self._front_family = next(iter(families.values()))
+            if front.moved <= recent:
+                expire_idle(families, now, ttl, state.families_stats)
+                self._front_family = None
         prefixes = state.prefixes
-        if prefixes and next(iter(prefixes.values())).moved <= recent:
-            expire_idle(prefixes, now, ttl, state.prefixes_stats)
+        if prefixes:
+            front = self._front_prefix
+            if front is None:
+                front = self._front_prefix = next(iter(prefixes.values()))
+            if front.moved <= recent:
+                expire_idle(prefixes, now, ttl, state.prefixes_stats)
+                self._front_prefix = None
         incidents = state.incidents
         if not incidents:
             return None
@@ -734,8 +766,14 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                     st.drop = None
         for ikey in gone:
             inc = incidents.pop(ikey)
+            self._recovering = None
             out.append(self._resolved(inc, now, {}, "no_traffic"))
         return out or None
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self._front_family = self._front_prefix = None
+        self._recovering = None
 
     # -- introspection ------------------------------------------------------------------------------------
 
