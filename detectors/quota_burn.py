@@ -158,6 +158,7 @@ class _Windows(msgspec.Struct, frozen=True):
 
 
 _PAIR: Final = struct.Struct("=dd")
+_KEY: Final = struct.Struct("=d")  # the bucket index of a pair
 
 
 def ring_add(ring: bytearray, idx: int, value: float, cap: int) -> None:
@@ -168,7 +169,9 @@ def ring_add(ring: bytearray, idx: int, value: float, cap: int) -> None:
     with spend in its longest window instead of ``cap`` slots (2018 for a monthly budget, most of
     them 0 for a key used now and then). As in a ring of ``cap`` slots, a newer bucket drops those
     ``cap`` or more behind it, and a bucket ``cap`` or more behind the newest is ignored. Each
-    bucket's sum is built by the same additions in the same order as in the slots.
+    bucket's sum is built by the same additions in the same order as in the slots. Pairs that
+    fell out are cut off in batches (once ``cap // 8`` of them are out: one memmove every 252
+    buckets for a full monthly ring, not one per bucket); until then no sum reads them.
 
     >>> from detectors.stats import Buckets, buckets_add, buckets_sum
     >>> b, r = Buckets(width=1.0, sums=[0.0] * 5), bytearray()
@@ -181,18 +184,18 @@ def ring_add(ring: bytearray, idx: int, value: float, cap: int) -> None:
     """
     end = len(ring)
     if end:
-        head = _PAIR.unpack_from(ring, end - 16)[0]
+        head = _KEY.unpack_from(ring, end - 16)[0]
         if idx <= head:
             if head - idx >= cap:
                 return
             at = _pair_at(ring, idx)
-            if at < end and _PAIR.unpack_from(ring, at)[0] == idx:
+            if at < end and _KEY.unpack_from(ring, at)[0] == idx:
                 _, old = _PAIR.unpack_from(ring, at)
                 _PAIR.pack_into(ring, at, idx, old + value)
             else:
                 ring[at:at] = _PAIR.pack(idx, value)
             return
-        if _PAIR.unpack_from(ring, 0)[0] <= idx - cap:
+        if _KEY.unpack_from(ring, 0)[0] <= idx - cap - (cap >> 3):
             del ring[:_pair_at(ring, idx - cap + 1)]
     ring += _PAIR.pack(idx, value)
 
@@ -209,23 +212,33 @@ def window_sum(ring: bytearray | None, idx: int, last: int, cap: int) -> float:
     Added in the slots' order (oldest first, and in two sums split where the slots wrap around),
     buckets without spend adding nothing, so the result is the same float to the last bit.
     Summed over memoryview slices (C speed), since a monthly budget's 7-day window spans 2016
-    buckets.
+    buckets; the pairs are only searched for when some bucket of the window had no spend.
     """
     if not ring:
         return 0.0
-    v = memoryview(ring).cast("d")
-    keys = v[::2]
-    head = int(keys[-1])
+    end = len(ring)
+    head = int(_KEY.unpack_from(ring, end - 16)[0])
     lo = idx - (last if last < cap else cap) + 1
     hi = idx if idx < head else head
     if lo <= head - cap:
         lo = head - cap + 1
     if hi < lo:
         return 0.0
+    wrap = (lo // cap + 1) * cap  # where a ring of cap slots starts again from slot 0
+    v = memoryview(ring).cast("d")
+    k = head - lo + 1  # keys are distinct integers: at most the last k pairs are >= lo
+    if 16 * k <= end and v[-2 * k] == lo:
+        # The last k pairs are the buckets lo..head, all with spend (a busy budget): no search.
+        a = len(v) - 2 * k + 1  # value of bucket lo
+        b = a + 2 * (hi - lo + 1)
+        if wrap <= hi:
+            m = a + 2 * (wrap - lo)
+            return sum(v[a:m:2], 0.0) + sum(v[m:b:2], 0.0)
+        return sum(v[a:b:2], 0.0)
+    keys = v[::2]
     vals = v[1::2]
     a = bisect_left(keys, lo)
     b = bisect_right(keys, hi)
-    wrap = (lo // cap + 1) * cap  # where a ring of cap slots starts again from slot 0
     if wrap <= hi:
         m = bisect_left(keys, wrap, a, b)
         return sum(vals[a:m], 0.0) + sum(vals[m:b], 0.0)
@@ -261,7 +274,10 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         self._by_tenant: dict[str, tuple[BudgetInfo, ...]] | None = None
         self._by_key: dict[str, tuple[BudgetInfo, ...]] = {}
         self._by_name: dict[str, BudgetInfo] = {}
-        self._windows: dict[tuple[str, str], _Windows] = {}
+        self._windows: dict[tuple[str, int], _Windows] = {}  # by (period, id of the tenant's params)
+        # Earliest tick at which some budget may need judging (derived, not state; see tick).
+        self._wake = -math.inf
+        self._wake_state: QuotaBurnState | None = None
 
     def _index(self) -> dict[str, tuple[BudgetInfo, ...]]:
         by_tenant: dict[str, list[BudgetInfo]] = {}
@@ -274,10 +290,10 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         return self._by_tenant
 
     def _win(self, b: BudgetInfo, tenant: str) -> _Windows:
-        w = self._windows.get((b.period, tenant))
+        p = self.params_for(tenant)
+        w = self._windows.get((b.period, id(p)))  # params live as long as the detector: ids stay theirs
         if w is not None:
             return w
-        p = self.params_for(tenant)
         scale = _NOMINAL_PERIOD_S[b.period] / p.reference_period_s
         lo = p.min_window_s
         bucket = max(lo, p.bucket_s * scale)
@@ -291,8 +307,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         )
         longest = max(max(tier[3], tier[4]) for tier in tiers)
         w = _Windows(bucket, math.ceil(longest / bucket) + 2, tiers)
-        if len(self._windows) < 10_000:
-            self._windows[(b.period, tenant)] = w
+        self._windows[(b.period, id(p))] = w
         return w
 
     # -- hot path ---------------------------------------------------------------------------------
@@ -303,24 +318,52 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
             by_tenant = self._index()
         bt = by_tenant.get(event.tenant_id)
         bk = self._by_key.get(event.api_key_id) if self._by_key else None
-        if bt is None and bk is None:
-            return None
+        if bt is None:
+            if bk is None:
+                return None
+            todo = bk
+        else:
+            todo = bt if bk is None else bt + bk
         out: list[Finding] | None = None
         cost = event.cost_usd
         if cost is None:
             cost = self.context.prices.resolve(event.model).cost(
                 event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
             )
-        if bt is not None:
-            for b in bt:
+        t: float = event.ts  # type: ignore[assignment]
+        budgets = self.state.budgets
+        for b in todo:
+            name = b.name
+            bs = budgets.get(name)
+            # _spend inline for the common case: a known budget and an event of its current period.
+            if bs is None or t >= bs.end or t < bs.start:
                 got = self._spend(b, event, cost)
                 if got:
                     out = got if out is None else out + got
-        if bk is not None:
-            for b in bk:
-                got = self._spend(b, event, cost)
+                continue
+            if t - bs.moved > MOVE_EVERY:  # keep the dict in touch order (see detectors.keyspace)
+                del budgets[name]
+                budgets[name] = bs
+                bs.moved = t
+            if b.limit_usd is not None:
+                amount = cost
+            else:
+                amount = float(event.input_tokens + event.output_tokens)
+                bs.usd += cost
+            if bs.cur_lo <= t < bs.cur_hi:
+                bs.cur += amount
+            else:
+                _to_ring(bs, t, amount)
+            spent = bs.spent + amount
+            bs.spent = spent
+            if spent >= bs.next_at:
+                got = self._crossed(b, bs, t, event)
                 if got:
                     out = got if out is None else out + got
+            if not bs.dirty and spent >= bs.pace_k * (t - bs.since):
+                bs.dirty = 1
+                if bs.next_judge < self._wake:
+                    self._wake = bs.next_judge
         return out
 
     def _spend(self, b: BudgetInfo, event: UsageEvent, cost: float) -> list[Finding] | None:
@@ -337,6 +380,8 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         out: list[Finding] | None = None
         if t >= bs.end:
             out = self._new_period(b, bs, t)
+        if bs.end < self._wake:
+            self._wake = bs.end
         if b.limit_usd is not None:
             amount = cost
         else:
@@ -356,6 +401,8 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                 out = got if out is None else out + got
         if not bs.dirty and spent >= bs.pace_k * (t - bs.since):
             bs.dirty = 1
+            if bs.next_judge < self._wake:
+                self._wake = bs.next_judge
         return out
 
     def _touch(self, b: BudgetInfo, event: UsageEvent, t: float) -> BudgetState:
@@ -484,6 +531,29 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                     return True
         return False
 
+    def _tier(self, b: BudgetInfo, bs: BudgetState, now: float) -> tuple[int, bool]:
+        """The tier of :meth:`_burns` without its evidence (long windows only summed when they can
+        decide), and whether the ticket's short window burns at its rate as reported (rounded)."""
+        _flush(bs)
+        limit, _ = self._unit(b)
+        period = bs.end - bs.start
+        sustain = limit / period if period > 0.0 else 0.0
+        seen = now - bs.first
+        left = limit - bs.spent
+        tier = 0
+        ticket_short = False
+        for level, _, burn, long_s, short_s in self._win(b, bs.tenant).tiers:
+            rs = self._rate(bs, now, short_s)
+            bsh = rs / sustain if sustain > 0.0 else 0.0
+            if level == 1:
+                ticket_short = _r(bsh, 3) >= burn
+            if level > tier and seen >= long_s and bsh >= burn:
+                rl = self._rate(bs, now, long_s)
+                bl = rl / sustain if sustain > 0.0 else 0.0
+                if bl >= burn and left < rl * (bs.end - now):
+                    tier = level
+        return tier, ticket_short
+
     def _burns(self, b: BudgetInfo, bs: BudgetState, now: float) -> tuple[int, dict[str, Any], float]:
         """Highest active tier (0: none), the burn-rate evidence, and the fast-tier long-window rate/s."""
         _flush(bs)
@@ -604,12 +674,24 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
     # -- time ------------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Finding] | None:
+        """Judge the budgets due; expire idle ones.
+
+        A budget is due at its period's end, and once its bucket has passed if it was ahead of pace
+        since (``dirty``) or has an open incident. ``_wake`` is a lower bound of the next such time
+        over all budgets, kept by this loop and lowered by ``update`` (a budget turning dirty, a
+        new budget or period), so that most ticks skip the loop. A restored state is looped over at
+        once (and budgets no longer in the rules dropped).
+        """
         st = self.state
         if self._by_tenant is None:
             self._index()
+        if now < self._wake and st is self._wake_state:
+            expire_idle(st.budgets, now, self.params.idle_ttl_s, st.stats)
+            return None
         out: list[Finding] | None = None
         gone: list[str] = []
         by_name = self._by_name
+        wake = math.inf
         for name, bs in st.budgets.items():
             b = by_name.get(name)
             if b is None:
@@ -617,13 +699,19 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                 continue
             if now < bs.end and (now < bs.next_judge or (not bs.dirty and not bs.inc_first)):
                 # Judged less than a bucket ago, or not ahead of pace since and nothing open: nothing to do.
-                continue
-            bs.next_judge = now + bs.width - 1.0
-            got = self._judge(b, bs, now)
-            if got:
-                if out is None:
-                    out = []
-                out.extend(got)
+                pass
+            else:
+                bs.next_judge = now + bs.width - 1.0
+                got = self._judge(b, bs, now)
+                if got:
+                    if out is None:
+                        out = []
+                    out.extend(got)
+            due = bs.next_judge if (bs.dirty or bs.inc_first) and bs.next_judge < bs.end else bs.end
+            if due < wake:
+                wake = due
+        self._wake = wake
+        self._wake_state = st
         for name in gone:
             del st.budgets[name]
         expire_idle(st.budgets, now, self.params.idle_ttl_s, st.stats)
@@ -645,14 +733,14 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         if not bs.inc_first and (not dirty or not endangered or not self._any_tier(b, bs, now)):
             return out
         tier = 0
-        rates: dict[str, Any] = {}
-        fast_rate = 0.0
+        ticket_short = False
         if endangered:
-            tier, rates, fast_rate = self._burns(b, bs, now)
+            tier, ticket_short = self._tier(b, bs, now)
         if tier:
             bs.cool_since = 0.0
             if bs.inc_first and tier <= bs.reported:
                 return out
+            _, rates, _ = self._burns(b, bs, now)
             if not bs.inc_first:
                 bs.inc_first = now
             bs.reported = tier
@@ -678,7 +766,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
                               summary=summary, signals={name: score},
                               actions=["notify", "page"] if tier > 1 else ["notify"])
             return (out or []) + [f]
-        if bs.inc_first and endangered and rates and rates["ticket"]["short_burn"] >= rates["ticket"]["threshold"]:
+        if bs.inc_first and endangered and ticket_short:
             bs.cool_since = 0.0  # no tier active, but still burning above the sustainable rate (6 h): not over
             return out
         if bs.inc_first:
