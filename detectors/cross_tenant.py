@@ -246,8 +246,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         tenant = event.tenant_id
-        allowed = self._allowed
-        if tenant in allowed:
+        if tenant in self._allowed:
             return None
         t: float = event.ts  # type: ignore[assignment]
         st = self.state
@@ -255,31 +254,45 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
             st.now = t
         ht = self._hot_tenant
         h = ht.get(tenant, self._hot) if ht else self._hot
-        out: list[Finding] | None = None
 
+        # Each keyspace as detectors.keyspace.touch does it, with the move to the end of the touch
+        # order inline (most keys, shapes and users of a busy stream are due for one on most events).
         key_id = event.api_key_id
         k = st.keys.get(key_id)
-        if k is None or t - k.moved > MOVE_EVERY:
+        if k is None:
             k = touch(st.keys, key_id, t, _new_key, self._cap_keys, st.key_stats)
+            if not k.home:
+                k.home = tenant
+        elif t - k.moved > MOVE_EVERY:
+            keys = st.keys
+            del keys[key_id]
+            keys[key_id] = k
+            k.moved = t
             if not k.home:
                 k.home = tenant
 
         # Shape ownership, leak and rarity.
-        rare = False
         leak_owner: str | None = None
         shape = event.prompt_shape
-        if shape is not None:
+        if shape is None:
+            rare = False
+        else:
             sh = st.shapes.get(shape)
             if sh is None or t - sh.moved > MOVE_EVERY:
-                sh = touch(st.shapes, shape, t, _new_shape, self._cap_shapes, st.shape_stats)
+                shapes = st.shapes
+                if sh is None:
+                    sh = touch(shapes, shape, t, _new_shape, self._cap_shapes, st.shape_stats)
+                else:
+                    del shapes[shape]
+                    shapes[shape] = sh
+                    sh.moved = t
                 if not sh.owner:
                     sh.owner = tenant
                     sh.since = t
                     self._queue(shape)
             n = sh.n
             sh.n = n + 1
-            if n < h.rare_uses:
-                rare = True
+            rare = n < h.rare_uses
             if sh.owner != tenant:
                 others = sh.others
                 if tenant not in others:
@@ -296,6 +309,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
 
         # Rare-shape windows of the key (probing).
         probing = False
+        out: list[Finding] | None = None
         if t >= k.win_end:
             if k.win_n >= _MIN_PROBE_WINDOW_EVENTS:
                 share = k.win_rare / k.win_n
@@ -312,7 +326,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                 probing = share >= h.min_share and share >= h.ratio * k.base_rare
 
         res = event.resource_tenant_id
-        foreign = res is not None and res != tenant and not (h.exempt_allowed_resource and res in allowed)
+        foreign = res is not None and res != tenant and not (h.exempt_allowed_resource and res in self._allowed)
         if foreign or leak_owner is not None or probing:
             f = self._key_evidence(event, k, self.params_for(tenant), t, res if foreign else None, shape,
                                    leak_owner, probing)
@@ -323,7 +337,13 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         if uid is not None:
             u = st.users.get(uid)
             if u is None or t - u.moved > MOVE_EVERY:
-                u = touch(st.users, uid, t, _new_user, self._cap_users, st.user_stats)
+                users = st.users
+                if u is None:
+                    u = touch(users, uid, t, _new_user, self._cap_users, st.user_stats)
+                else:
+                    del users[uid]
+                    users[uid] = u
+                    u.moved = t
                 if not u.home:
                     u.home = tenant
             if u.home != tenant and tenant not in u.others and len(u.others) < _MAX_VICTIMS:
@@ -532,11 +552,16 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                             out.append(self._user_finding(ident, u, uinc, now, score, signals, p, "resolved", None))
             for ref in done:
                 del st.open[ref]
+        # expire_idle stops at the first entry moved after this (touch order): skip the calls that would.
         ttl = self.params.idle_ttl_s
-        expire_idle(st.keys, now, ttl, st.key_stats)
-        expire_idle(st.users, now, ttl, st.user_stats)
-        for shape in expire_idle(st.shapes, now, ttl, st.shape_stats):
-            st.outbox.pop(shape, None)
+        fresh = now - ttl + MOVE_EVERY
+        if st.keys and next(iter(st.keys.values())).moved <= fresh:
+            expire_idle(st.keys, now, ttl, st.key_stats)
+        if st.users and next(iter(st.users.values())).moved <= fresh:
+            expire_idle(st.users, now, ttl, st.user_stats)
+        if st.shapes and next(iter(st.shapes.values())).moved <= fresh:
+            for shape in expire_idle(st.shapes, now, ttl, st.shape_stats):
+                st.outbox.pop(shape, None)
         return out
 
     # -- global shape view (called by the pipeline at checkpoints; see sentinel.state.shapes) --
