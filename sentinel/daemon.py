@@ -51,7 +51,7 @@ from sentinel.redact import SECRET_RE, redact_text
 from sentinel.rules import RuleSet, load_rules
 from sentinel.sinks.jsonl import JsonlAlertSink
 from sentinel.sinks.kafka import AlertsTopicSink, DeadLetterTopic, TopicProducer
-from sentinel.sources.kafka import KafkaSource, PartitionBatch, broker_reachable
+from sentinel.sources.kafka import KafkaSource, PartitionBatch, broker_reachable, tls_diagnosis
 from sentinel.state.checkpoints import CheckpointStore, CheckpointWrite, StoreUnavailable
 from sentinel.state.ledger import AlertSink, NotificationLedger, NotifyKey, deliver
 from sentinel.state.shapes import MemoryShapeRegistry, ShapeRegistry
@@ -635,8 +635,13 @@ class Daemon:
             source = KafkaSource(self.kafka, self, client_id=s.daemon.client_id)
         except Exception as err:
             delay = self._connect_backoff.failed()
+            extra = {}
+            if self._connect_backoff.attempts <= 3 or self._connect_backoff.attempts % 10 == 0:
+                tls_error = tls_diagnosis(self.kafka)
+                if tls_error:
+                    extra["tls_error"] = tls_error
             log.error("kafka_unavailable", error=type(err).__name__, bootstrap=self.kafka.bootstrap_servers,
-                      attempt=self._connect_backoff.attempts, retry_in_s=round(delay, 2))
+                      attempt=self._connect_backoff.attempts, retry_in_s=round(delay, 2), **extra)
             self.metrics.retries.labels("kafka_connect").inc()
             return False
         sinks: list[AlertSink] = []

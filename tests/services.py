@@ -178,17 +178,22 @@ def _kafka_ready(bootstrap: str, timeout: float) -> bool:
     return False
 
 
-def start_tansu(run_dir: Path, port: int | None = None, attempts: int = 3) -> Service:
-    """Start a Tansu broker (in-memory storage) and wait for a metadata round trip."""
+def start_tansu(run_dir: Path, port: int | None = None, attempts: int = 3, advertised: str | None = None,
+                ) -> Service:
+    """Start a Tansu broker (in-memory storage) and wait for a metadata round trip.
+
+    ``advertised`` (``host:port``) is the address the broker tells clients to use, e.g. a TLS proxy in
+    front of it; the readiness check is then left to the caller.
+    """
     binary = tansu_binary()
     last = ""
     for _ in range(attempts):
         p = port or free_port()
         url = f"tcp://127.0.0.1:{p}"
-        proc, log_path = _spawn("tansu", [binary, "broker", "--listener-url", url,
-                                          "--advertised-listener-url", url], run_dir)
+        proc, log_path = _spawn("tansu", [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+                                          f"tcp://{advertised}" if advertised else url], run_dir)
         svc = Service("tansu", proc, p, run_dir, log_path)
-        if wait_tcp(p, 10.0, proc) and _kafka_ready(svc.address, 15.0):
+        if wait_tcp(p, 10.0, proc) and (advertised is not None or _kafka_ready(svc.address, 15.0)):
             return svc
         last = svc.log_tail()
         svc.kill()

@@ -19,6 +19,7 @@ fetch responses is right.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ __all__ = [
     "PartitionListener",
     "broker_reachable",
     "client_config",
+    "tls_diagnosis",
 ]
 
 log = get_logger("sentinel.kafka")
@@ -70,6 +72,40 @@ def broker_reachable(bootstrap_servers: str, timeout_s: float = 0.5) -> bool:
         except (OSError, ValueError):
             continue
     return False
+
+
+def tls_diagnosis(settings: KafkaSettings, timeout_s: float = 3.0) -> str | None:
+    """Why a TLS handshake with the first reachable bootstrap server fails, or None.
+
+    kafka-python reports a refused broker certificate only as a timeout; this repeats the
+    handshake with the same trust settings (CA file, client certificate, hostname check) so the
+    log can say e.g. ``certificate verify failed: self-signed certificate in certificate chain``.
+    """
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+        if settings.ssl_certfile is not None:
+            ctx.load_cert_chain(str(settings.ssl_certfile),
+                                str(settings.ssl_keyfile) if settings.ssl_keyfile is not None else None)
+    except (OSError, ssl.SSLError) as err:
+        return f"cannot load TLS files: {getattr(err, 'strerror', None) or err}"
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            raw = socket.create_connection((host or "127.0.0.1", int(port or 9092)), timeout=timeout_s)
+        except (OSError, ValueError):
+            continue
+        try:
+            with ctx.wrap_socket(raw, server_hostname=host or "127.0.0.1"):
+                return None
+        except ssl.SSLCertVerificationError as err:
+            return f"certificate verify failed: {err.verify_message}"
+        except (ssl.SSLError, OSError) as err:
+            return f"TLS handshake failed: {getattr(err, 'reason', None) or type(err).__name__}"
+        finally:
+            raw.close()
+    return None
 
 
 @dataclass(slots=True)
