@@ -232,7 +232,13 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         key = f"{event.api_key_id}|{feature}" if feature is not None else event.api_key_id + "|"
         k = st.keys.get(key)
         if k is None or t - k.moved > MOVE_EVERY:
-            k = touch(st.keys, key, t, _new_key, self._cap_keys, st.key_stats)
+            if k is None:
+                k = touch(st.keys, key, t, _new_key, self._cap_keys, st.key_stats)
+            else:  # as touch does it, inline: a busy key is due for a move about once a minute
+                keys = st.keys
+                del keys[key]
+                keys[key] = k
+                k.moved = t
             if not k.tenant:
                 k.tenant = tenant
         if t >= k.win_end:
@@ -445,7 +451,10 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             st.gen_start = now
         elif now - st.gen_start >= ttl / 2.0:
             self._rotate(now)
-        expire_idle(st.keys, now, self.params.idle_ttl_s, st.key_stats)
+        # expire_idle stops at the first key moved after this (touch order): skip the call that would.
+        idle = self.params.idle_ttl_s
+        if st.keys and next(iter(st.keys.values())).moved <= now - idle + MOVE_EVERY:
+            expire_idle(st.keys, now, idle, st.key_stats)
         return out
 
     def is_warm(self, key: str) -> bool:
