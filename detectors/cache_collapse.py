@@ -317,10 +317,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         # The start of the last event-time minute a key moved to: keys moved in the same minute share
         # one float object (24 bytes a key less), not a memo of any result.
         self._minute = 0.0
-        # The first (least recently moved) key of each keyspace, as last seen by tick; None once it may
-        # have left the front (see tick).
-        self._front_family: Ratio | None = None
-        self._front_prefix: Ratio | None = None
+        # The first (least recently moved) key of each keyspace and its ``moved`` when tick last looked;
+        # None once it may have been evicted or expired (see tick).
+        self._front_family: tuple[Ratio, float] | None = None
+        self._front_prefix: tuple[Ratio, float] | None = None
         # How many incidents wait out their recovery (``cleared`` set), counted again (None) after any
         # change: while there are none, a minute without a drop needs no look at the incidents.
         self._recovering: int | None = 0
@@ -393,11 +393,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         novelty = fam.novelty
         if novelty is None:
             own = fam.prefix
+            if prefix == own:
+                return out  # a one-prefix workload: its own key covers the prefix
             if own is None:
                 fam.prefix = prefix
                 return out
-            if prefix == own:
-                return out  # a one-prefix workload: its own key covers the prefix
             novelty = fam.novelty = Novelty()  # a second prefix: from now on prefixes are followed one by one
         novelty.m_req += 1
         prefixes = state.prefixes
@@ -455,8 +455,6 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         """
         del items[key]
         items[key] = st
-        if st is self._front_family or st is self._front_prefix:
-            self._front_family = self._front_prefix = None
         ff = hot.fast_factor
         bf = hot.base_factor
         fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, gap = st.sums
@@ -732,22 +730,25 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         # Keys are in touch order: while the first one is too recent for expire_idle to look past it,
         # there is nothing to expire (the common case). Finding the first key costs a scan over the
         # slots its moved-away predecessors left at the front of the dict (thousands, until the dict
-        # compacts), so it is kept until it leaves the front: moved by _roll, evicted or expired.
+        # compacts), so it is remembered with its ``moved``: it is still first while that is unchanged
+        # (_roll moves a key to the end only with a later minute), unless evicted or expired since.
         recent = now - ttl + MOVE_EVERY
         families = state.families
         if families:
             front = self._front_family
-            if front is None:
-                front = self._front_family = next(iter(families.values()))
-            if front.moved <= recent:
+            if front is None or front[0].moved != front[1]:
+                first = next(iter(families.values()))
+                front = self._front_family = (first, first.moved)
+            if front[1] <= recent:
                 expire_idle(families, now, ttl, state.families_stats)
                 self._front_family = None
         prefixes = state.prefixes
         if prefixes:
             front = self._front_prefix
-            if front is None:
-                front = self._front_prefix = next(iter(prefixes.values()))
-            if front.moved <= recent:
+            if front is None or front[0].moved != front[1]:
+                first_prefix = next(iter(prefixes.values()))
+                front = self._front_prefix = (first_prefix, first_prefix.moved)
+            if front[1] <= recent:
                 expire_idle(prefixes, now, ttl, state.prefixes_stats)
                 self._front_prefix = None
         incidents = state.incidents
