@@ -134,24 +134,38 @@ class Run:
 
     __slots__ = ("cost", "first_in", "gap_mean", "gap_var", "last", "last_in", "moved", "n", "rep", "shape",
                  "start", "tenant", "turn_cost", "up")
+    moved: float
+    tenant: str
+    start: float
+    last: float
+    n: int
+    rep: int
+    up: int
+    shape: str | None
+    first_in: int
+    last_in: int
+    gap_mean: float
+    gap_var: float
+    cost: float
+    turn_cost: float
 
-    def __init__(self, moved: float, tenant: str, start: float, last: float, n: int, rep: int, up: int,
-                 shape: str | None, first_in: int, last_in: int, gap_mean: float, gap_var: float, cost: float,
-                 turn_cost: float) -> None:
-        self.moved = moved
+    def __init__(self, t: float, tenant: str, inp: int, cost: float) -> None:
+        """A run's first turn."""
+        self.moved = self.start = self.last = t
         self.tenant = tenant
-        self.start = start
-        self.last = last
-        self.n = n
-        self.rep = rep
-        self.up = up
-        self.shape = shape
-        self.first_in = first_in
-        self.last_in = last_in
-        self.gap_mean = gap_mean
-        self.gap_var = gap_var
-        self.cost = cost
-        self.turn_cost = turn_cost
+        self.n = 1
+        self.rep = self.up = 0
+        self.shape = None
+        self.first_in = self.last_in = inp
+        self.gap_mean = self.gap_var = 0.0
+        self.cost = self.turn_cost = cost
+
+    @classmethod
+    def from_record(cls, record: RunRecord) -> Run:
+        run = cls.__new__(cls)
+        for name in RunRecord.__struct_fields__:
+            setattr(run, name, getattr(record, name))
+        return run
 
 
 # Reads a Run's fields in RunRecord order (one C call).
@@ -208,7 +222,6 @@ class _StateRecord(msgspec.Struct):
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_encode_run)
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
-_astuple = msgspec.structs.astuple
 
 
 def _new_agent(t: float) -> AgentRuns:
@@ -253,6 +266,9 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         # The parameters the per-turn path reads, derived once per parameter set (see _Hot).
         self._hot = _hot(params)
         self._tenant_hot = {tenant: _hot(tp) for tenant, tp in self.tenant_params.items()}
+        # tick() finds ended runs with the shortest quiet_s and judged ones with the fewest min_turns.
+        self._tick_quiet = min([params.quiet_s, *(tp.quiet_s for tp in self.tenant_params.values())])
+        self._tick_min_turns = min([params.min_turns, *(tp.min_turns for tp in self.tenant_params.values())])
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         sid = event.session_id
@@ -279,7 +295,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         inp = event.input_tokens
         hot = self._tenant_hot.get(tenant, self._hot) if self._tenant_hot else self._hot
         if st is None:
-            runs[key] = Run(t, _intern(tenant), t, t, 1, 0, 0, None, inp, inp, 0.0, 0.0, cost, cost)
+            runs[key] = Run(t, _intern(tenant), inp, cost)
             if len(runs) > hot[6]:
                 evict_oldest(runs, len(runs) - hot[6], self.state.runs_stats)
             return None
@@ -535,46 +551,42 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
     def tick(self, now: float) -> list[Finding] | None:
         state = self.state
         runs = state.runs
-        incidents = state.incidents
-        per_tenant = bool(self.tenant_params)
-        p = self.params
-        quiet = p.quiet_s
-        min_turns = p.min_turns
-        if per_tenant:
-            for tp in self.tenant_params.values():
-                quiet = min(quiet, tp.quiet_s)
-                min_turns = min(min_turns, tp.min_turns)
-        limit = now - quiet
+        per_tenant = self._tenant_hot
+        limit = now - self._tick_quiet
         stop = limit + MOVE_EVERY
-        out: list[Finding] = []
-        victims: list[str] = []
-        judged: list[tuple[str, Run]] = []
+        victims: list[str] | None = None
         for key, st in runs.items():
             if st.moved > stop:
                 break
             if st.last < limit:
                 if per_tenant and st.last >= now - self.params_for(st.tenant).quiet_s:
                     continue
-                victims.append(key)
-                if st.n >= min_turns:  # only runs that could be judged have an incident or a baseline to feed
-                    judged.append((key, st))
-        if victims:
+                if victims is None:
+                    victims = [key]
+                else:
+                    victims.append(key)
+        out: list[Finding] = []
+        if victims is not None:
+            min_turns = self._tick_min_turns
             for key in victims:
-                del runs[key]
+                st = runs.pop(key)
+                if st.n >= min_turns:  # only runs that could be judged have an incident or a baseline to feed
+                    found = self._end_run(key, st, st.last + self.params_for(st.tenant).quiet_s)
+                    if found is not None:
+                        out.append(found)
             state.runs_stats.expired += len(victims)
-            for key, st in judged:
-                if per_tenant:
-                    p = self.params_for(st.tenant)
-                found = self._end_run(key, st, st.last + p.quiet_s)
-                if found is not None:
-                    out.append(found)
+        incidents = state.incidents
         if incidents:
             lost = [k for k in incidents if k not in runs]  # evicted by the cap while firing
             for key in lost:
                 inc = incidents.pop(key)
                 out.append(self._resolved(inc, now, inc.last))
-        if state.agents:
-            expire_idle(state.agents, now, self.params.idle_ttl_s, state.agents_stats)
+        agents = state.agents
+        if agents:
+            # expire_idle stops at the first agent moved after limit + MOVE_EVERY: usually the oldest one.
+            ttl_limit = now - self.params.idle_ttl_s
+            if next(iter(agents.values())).moved <= ttl_limit + MOVE_EVERY:
+                expire_idle(agents, now, self.params.idle_ttl_s, state.agents_stats)
         return out or None
 
     # -- snapshots ----------------------------------------------------------------------------------
@@ -585,7 +597,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
     def restore(self, data: bytes) -> None:
         rec = _decoder.decode(data)
         self.state = RunawayLoopState(
-            runs={key: Run(*_astuple(r)) for key, r in rec.runs.items()},
+            runs={key: Run.from_record(r) for key, r in rec.runs.items()},
             agents=rec.agents,
             incidents=rec.incidents,
             runs_stats=rec.runs_stats,
