@@ -77,6 +77,7 @@ so the attack is not learned as normal.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 import zlib
 from typing import Any, ClassVar, Final
@@ -121,17 +122,19 @@ _I16: Final = struct.Struct("<h")
 # A tenant's profile adds 24 uint8 observation counts after the 24 means.
 _TENANT_PROFILE_INIT: Final = _PROFILE_INIT + bytes(24)
 _TENANT_COUNTS: Final = 48
+_i16_at: Final = _I16.unpack_from
 # A key's baseline, packed little-endian in one bytearray (``KeyState.base``, created at the key's
-# first roll; a 30-byte record and the 48-byte profile cost less than seven fields and their float
+# first roll; a 32-byte record and the 48-byte profile cost less than seven fields and their float
 # objects): x3h (the expected spend through the 3 h kernel at the start of the hour being accumulated),
-# rv (variance of hourly log spend around the key's own profile, -1: none yet), lcpr (EW log $ per
-# request, 0: unknown), folds (hours folded into the profile, -1: the partial first hour is still
-# open), ux and uo (usual top-tier and output shares, integer percent), then the key's hour-of-day
-# profile of log hourly spend from byte _PROF_AT. No ``base`` means all of these at their start values.
-_BASE: Final = struct.Struct("<3di2h")
+# rv (variance of hourly log spend around the key's own profile, -1: none yet), folds (hours folded
+# into the profile, -1: the partial first hour is still open), lcpr (EW log $ per request, 0: unknown),
+# ux and uo (usual top-tier and output shares, integer percent), then the key's hour-of-day profile
+# of log hourly spend from byte _PROF_AT. No ``base`` means all of these at their start values.
+_BASE: Final = struct.Struct("<ddidhh")
 _X3H: Final = struct.Struct("<d")
+_RV_FOLDS: Final = struct.Struct("<di")  # at byte 8
 _PROF_AT: Final = _BASE.size
-_BASE_INIT: Final = _BASE.pack(0.0, -1.0, 0.0, -1, 0, 0) + _PROFILE_INIT
+_BASE_INIT: Final = _BASE.pack(0.0, -1.0, -1, 0.0, 0, 0) + _PROFILE_INIT
 _BLOOM_BYTES: Final = 128
 _BLOOM_BITS: Final = _BLOOM_BYTES * 8
 _SEED_IP: Final = 0x1F3D5B79
@@ -139,8 +142,10 @@ _SEED_UA: Final = 0x2C4E6A8D
 _SEED_MODEL: Final = 0x3A5C7E91
 _SEED_TENANT: Final = 0x5BD1E995
 _MASK32: Final = 0xFFFFFFFF
-_BASE_START: Final = (0.0, -1.0, 0.0, -1, 0, 0)
+_BASE_START: Final = (0.0, -1.0, -1, 0.0, 0, 0)
 _exp: Final = math.exp
+_log: Final = math.log
+_sqrt: Final = math.sqrt
 _MEMO_LIMIT: Final = 8192
 _MAX_LISTED: Final = 5
 
@@ -247,30 +252,85 @@ class KeyCold(msgspec.Struct, array_like=True, gc=False):
     new_ua: str | None = None
 
 
-class KeyState(msgspec.Struct, array_like=True, gc=False):
+class KeyRecord(msgspec.Struct, array_like=True, gc=False):
+    """How a :class:`KeyState` is stored in a snapshot: its fields, in this order, as one array."""
+
+    moved: float
+    last: float = 0.0
+    h_spend: float = 0.0
+    h_reqs: int = 0
+    s15: float = 0.0
+    s3h: float = 0.0
+    r15: float = 0.0
+    fx: int = 0
+    fo: int = 0
+    kip: int = 0
+    kapp: int = 0
+    g15: float = _INF
+    g3h: float = _INF
+    gr15: float = _INF
+    base: bytearray | None = None
+    cold: KeyCold | None = None
+
+
+class KeyState:
     """One API key: the fields every event reads. Times are event-time epoch seconds; shares integer percent.
 
     The hour being accumulated is ``last // 3600`` (``last`` only moves forward, and an event of a
     later hour rolls the key first). The key's baseline (``base``, from its first roll) is packed in
     one bytearray (layout: :data:`_BASE`); rarely needed fields are in ``cold`` (None until needed).
+
+    A plain ``__slots__`` class rather than a msgspec Struct: every event writes six of these
+    fields, and CPython only specializes attribute stores for types with the default
+    ``__setattr__``, which a Struct overrides (~25 ns more per store). Snapshots write it as a
+    :class:`KeyRecord` (same fields, same order).
     """
 
+    __slots__ = ("base", "cold", "fo", "fx", "g3h", "g15", "gr15", "h_reqs", "h_spend", "kapp", "kip", "last",
+                 "moved", "r15", "s3h", "s15")
     moved: float
-    last: float = 0.0  # latest event time: the time the decayed sums were brought to
-    h_spend: float = 0.0  # spend of the hour being accumulated
-    h_reqs: int = 0
-    s15: float = 0.0  # spend, tau 15 min
-    s3h: float = 0.0  # spend, tau 3 h
-    r15: float = 0.0  # requests, tau 15 min
-    fx: int = 0  # recent share of calls on the most expensive tier (EW over ~5 calls)
-    fo: int = 0  # recent output share of tokens (EW over ~5 sampled calls, one in four)
-    kip: int = 0  # 64-bit bloom: source IPs known for this key
-    kapp: int = 0  # 64-bit bloom: user agents and models known for this key
-    g15: float = _INF  # s15 above this opens the evaluation (inf: not judged yet)
-    g3h: float = _INF
-    gr15: float = _INF
-    base: bytearray | None = None
-    cold: KeyCold | None = None
+    last: float  # latest event time: the time the decayed sums were brought to
+    h_spend: float  # spend of the hour being accumulated
+    h_reqs: int
+    s15: float  # spend, tau 15 min
+    s3h: float  # spend, tau 3 h
+    r15: float  # requests, tau 15 min
+    fx: int  # recent share of calls on the most expensive tier (EW over ~5 calls)
+    fo: int  # recent output share of tokens (EW over ~5 sampled calls, one in four)
+    kip: int  # 64-bit bloom: source IPs known for this key
+    kapp: int  # 64-bit bloom: user agents and models known for this key
+    g15: float  # s15 above this opens the evaluation (inf: not judged yet)
+    g3h: float
+    gr15: float
+    base: bytearray | None
+    cold: KeyCold | None
+
+    def __init__(self, t: float) -> None:
+        """A key's state before its first event (at ``t``)."""
+        self.moved = self.last = t
+        self.h_spend = self.s15 = self.s3h = self.r15 = 0.0
+        self.h_reqs = self.fx = self.fo = self.kip = self.kapp = 0
+        self.g15 = self.g3h = self.gr15 = _INF
+        self.base = None
+        self.cold = None
+
+    @classmethod
+    def from_record(cls, record: KeyRecord) -> KeyState:
+        ks = cls.__new__(cls)
+        for name in KeyRecord.__struct_fields__:
+            setattr(ks, name, getattr(record, name))
+        return ks
+
+
+# Reads a KeyState's fields in KeyRecord order (one C call).
+_key_fields = operator.attrgetter(*KeyRecord.__struct_fields__)
+
+
+def _encode_key(obj: object) -> Any:
+    """msgspec ``enc_hook``: a KeyState is written as its KeyRecord array."""
+    if obj.__class__ is KeyState:
+        return _key_fields(obj)
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
 class TenantState(msgspec.Struct, array_like=True, gc=False):
@@ -308,6 +368,7 @@ class Incident(msgspec.Struct, kw_only=True):
 
 
 class SpendSpikeState(msgspec.Struct):
+    # Keys are plain objects (see KeyState): the detector snapshots and restores with hooks for them.
     keys: dict[str, KeyState] = msgspec.field(default_factory=dict)
     tenants: dict[str, TenantState] = msgspec.field(default_factory=dict)
     open: dict[str, Incident] = msgspec.field(default_factory=dict)
@@ -319,6 +380,24 @@ class SpendSpikeState(msgspec.Struct):
     prior_hour: int = -1
     key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+
+
+class _StateRecord(msgspec.Struct):
+    """How :class:`SpendSpikeState` is read back from a snapshot (keys as KeyRecords)."""
+
+    keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)
+    tenants: dict[str, TenantState] = msgspec.field(default_factory=dict)
+    open: dict[str, Incident] = msgspec.field(default_factory=dict)
+    population: SeasonalBaseline = msgspec.field(default_factory=new_baseline)
+    prior: list[float] = msgspec.field(default_factory=list)
+    prior_at: list[int] = msgspec.field(default_factory=list)
+    prior_hour: int = -1
+    key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+    tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_key)
+_decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
 def _bits64(s: str, seed: int) -> int:
@@ -403,6 +482,13 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         self._ip_bits: dict[str | None, int] = {None: 0}
         self._ua_bits: dict[str | None, int] = {None: 0}
         self._model_info: dict[str, tuple[int, bool]] = {}
+        self._app_known: dict[int, int] = {}  # interned KeyState.kapp values
+        # Memo of a hot key's baseline (scored every eval_every_s): reused while nothing it is computed
+        # from has changed -- the key's baseline (its hour), the tenant's profile (a version bumped at
+        # every change), the population prior (refreshed when ``prior_hour`` moves), the hour of week.
+        self._tenant_ver: dict[str, int] = {}
+        self._eval_memo: dict[str, tuple[KeyState, int, int, TenantState | None, int, int,
+                                         tuple[float, float, float]]] = {}
         # The parameters are fixed for the detector's life: the per-event pre-gate of the minute sum.
         self._pregate = params.fast_path_usd_per_min * _FAST_PREGATE
 
@@ -621,7 +707,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
     def _create(self, event: UsageEvent, key: str, t: float) -> KeyState:
         """A key never seen (or forgotten): its state, judged against its tenant's and everyone's priors."""
         st = self.state
-        ks = touch(st.keys, key, t, _new_key, self.params.max_keys, st.key_stats)
+        ks = touch(st.keys, key, t, KeyState, self.params.max_keys, st.key_stats)
         tid = event.tenant_id
         tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
         if key in st.open:
@@ -671,12 +757,16 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 cold.new_ua = s
         return True
 
-    @staticmethod
-    def _learn(ks: KeyState, bits: int, is_ip: bool) -> None:
+    def _learn(self, ks: KeyState, bits: int, is_ip: bool) -> None:
         if is_ip:
             ks.kip |= bits
         else:
-            ks.kapp |= bits
+            # Keys of one app share their user agent and model filter: one int object for all of them.
+            kapp = ks.kapp | bits
+            memo = self._app_known
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            ks.kapp = memo.setdefault(kapp, kapp)
 
     def _roll(self, ks: KeyState, event: UsageEvent, hour: int, t: float) -> None:
         """The key entered a new hour: fold the finished one (and idle ones) into the baselines."""
@@ -693,7 +783,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         # One time-zone lookup per roll: the offset of the current hour serves the folded ones too
         # (a DST change shifts one fold by an hour, once or twice a year).
         off = self.context.calendar.utc_offset(tid, t)
-        prev: float | None = self._fold(ks, base, tn, first, off, ks.h_spend, ks.h_reqs, p)
+        prev: float | None = self._fold(ks, base, tn, tid, first, off, ks.h_spend, ks.h_reqs, p)
         # Idle hours fold as zero spend; after a long absence only the most recent ones.
         idle_from = first + 1
         if hour - idle_from > p.max_fold_hours - 1:
@@ -701,7 +791,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             _X3H.pack_into(base, 0, _X3H.unpack_from(base)[0] * math.exp(-3600.0 * skipped / _TAU_LONG))
             idle_from += skipped
         for h in range(idle_from, hour):
-            prev = self._fold(ks, base, tn, h, off, 0.0, 0, p, True)
+            prev = self._fold(ks, base, tn, tid, h, off, 0.0, 0, p, True)
         if idle_from >= hour and first != hour - 1:
             prev = None  # the hour before this one was not folded: no expectation of it at hand
         ks.h_spend = 0.0
@@ -713,8 +803,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             cold.new_ip = cold.new_ua = None
         self._prepare(ks, base, tn, tid, hour, off, p, prev)
 
-    def _fold(self, ks: KeyState, base: bytearray, tn: TenantState, h: int, off: float, spend: float, reqs: int,
-              p: SpendSpikeParams, idle: bool = False) -> float:
+    def _fold(self, ks: KeyState, base: bytearray, tn: TenantState, tid: str, h: int, off: float, spend: float,
+              reqs: int, p: SpendSpikeParams, idle: bool = False) -> float:
         """Hour ``h`` of the key is over: advance the expected 3 h window, learn from the hour.
 
         An idle hour (no call) only teaches the key's own profile: the tenant and
@@ -726,7 +816,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         hod = how % 24
         at = _PROF_AT + 2 * hod
         q = _prof_get(base, at)
-        x3h, rv, lcpr, folds, ux, uo = _BASE.unpack_from(base)
+        x3h, rv, folds, lcpr, ux, uo = _BASE.unpack_from(base)
         # An idle hour of a key with two days of profile is expected as its profile says (no priors).
         mu = q / _Q if idle and q != _UNSET and folds >= 48 else self._expect(base, tn, how, p)[0]
         expected = math.exp(mu) - floor
@@ -757,18 +847,23 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 _prof_set(base, at, m + (a if a > amin else amin) * r)
             folds += 1
             if not idle:
-                self._fold_tenant(tn, how, hod, x, p)
+                self._fold_tenant(tn, tid, how, hod, x, p)
                 if reqs:
                     if spend > 0.0:
                         lc = math.log(spend / reqs)
                         lcpr = lc if lcpr == 0.0 else lcpr + 0.1 * (lc - lcpr)
                     ux += (ks.fx - ux) // 10
                     uo += (ks.fo - uo) // 10
-        _BASE.pack_into(base, 0, x3h, rv, lcpr, folds, ux, uo)
+        _BASE.pack_into(base, 0, x3h, rv, folds, lcpr, ux, uo)
         return mu
 
-    def _fold_tenant(self, tn: TenantState, how: int, hod: int, x: float, p: SpendSpikeParams) -> None:
+    def _fold_tenant(self, tn: TenantState, tid: str, how: int, hod: int, x: float, p: SpendSpikeParams) -> None:
         """A used hour of one of the tenant's keys: teach the tenant's profile and the population."""
+        vers = self._tenant_ver
+        if len(vers) >= _MEMO_LIMIT:
+            vers.clear()
+            self._eval_memo.clear()  # versions restart: no memo may outlive them
+        vers[tid] = vers.get(tid, 0) + 1
         at = _alpha(p.tenant_half_life_obs)
         tp = tn.prof
         if tp is None:
@@ -799,19 +894,21 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         pv = prior[i + 1]
         week = prior[i + 2]  # weekday/weekend, from everyone's hour of week
         hod = how % 24
-        tp = tn.prof if tn is not None else None
-        if tp is not None and tn is not None:
-            nt = tp[_TENANT_COUNTS + hod]
-            if nt:
-                w = nt / (nt + p.shrink)
-                pm += w * (_prof_get(tp, 2 * hod) / _Q + week - pm)
-                pv = w * (tn.rv if tn.rv >= 0.0 else pv) + (1.0 - w) * pv
+        if tn is not None:
+            tp = tn.prof
+            if tp is not None:
+                nt = tp[_TENANT_COUNTS + hod]
+                if nt:
+                    w = nt / (nt + p.shrink)
+                    pm += w * (_i16_at(tp, 2 * hod)[0] / _Q + week - pm)
+                    rv = tn.rv
+                    pv = w * (rv if rv >= 0.0 else pv) + (1.0 - w) * pv
         if base is None:
             return pm, pv
-        q = _prof_get(base, _PROF_AT + 2 * hod)
+        q = _i16_at(base, _PROF_AT + 2 * hod)[0]
         if q == _UNSET:
             return pm, pv
-        _, rv, _, folds, _, _ = _BASE.unpack_from(base)
+        rv, folds = _RV_FOLDS.unpack_from(base, 8)
         n = folds // 24
         if n < 1:
             n = 1
@@ -843,9 +940,32 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             prev = self._expect(base, tn, how - 1, p)[0]
         mu, var = self._expect(base, tn, how, p)
         nxt = self._expect(base, tn, how + 1, p)[0]
-        sd = math.sqrt(var)
+        sd = _sqrt(var)
         sd = p.sd_floor if sd < p.sd_floor else (p.sd_cap if sd > p.sd_cap else sd)
-        return math.exp(max(prev, mu, nxt)), math.exp(mu), sd
+        top = prev  # max(prev, mu, nxt), inline
+        if mu > top:
+            top = mu
+        if nxt > top:
+            top = nxt
+        return _exp(top), _exp(mu), sd
+
+    def _baseline_at(self, key: str, ks: KeyState, tn: TenantState | None, tid: str, t: float,
+                     p: SpendSpikeParams) -> tuple[float, float, float]:
+        """:meth:`_baseline_now` for a key scored at ``t``, from the memo when still valid."""
+        how = self.context.calendar.hour_of_week(tid, t)
+        hour = int(ks.last // 3600.0)
+        ver = self._tenant_ver.get(tid, 0)
+        prior_hour = self.state.prior_hour
+        memo = self._eval_memo
+        m = memo.get(key)
+        if (m is not None and m[0] is ks and m[1] == hour and m[2] == how and m[3] is tn and m[4] == ver
+                and m[5] == prior_hour):
+            return m[6]
+        got = self._baseline_now(ks.base, tn, how, p)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = (ks, hour, how, tn, ver, self.state.prior_hour, got)
+        return got
 
     @staticmethod
     def _expected_3h(hour: int, x3h: float, t: float, e_now: float, floor: float) -> float:
@@ -871,17 +991,41 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             return
         e15, e_now, sd = self._baseline_now(base, tn, hour_of_week_utc(t + 1800.0, off), p, prev)
         floor = p.spend_floor_usd_per_h
-        x3h, _, lcpr, _, _, _ = _BASE.unpack_from(base) if base is not None else _BASE_START
-        # The expected 3 h sum moves monotonically within the hour: gate on its lower end.
-        e3h = min(self._expected_3h(hour, x3h, t, e_now, floor), self._expected_3h(hour, x3h, t + 3600.0, e_now, floor))
-        tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
-        k15 = math.exp(tol) * p.short_window_slack
-        g15 = max(e15 * k15, e15 + p.min_excess_usd_per_h) - floor
-        ks.g15 = g15 / _PER_H_SHORT
-        ks.g3h = (max(e3h * math.exp(tol), e3h + p.min_excess_usd_per_h) - floor) / _PER_H_LONG
+        x3h, _, _, lcpr, _, _ = _BASE.unpack_from(base) if base is not None else _BASE_START
+        # The expected 3 h sum moves monotonically within the hour: gate on its lower end, the smaller
+        # of _expected_3h at the hour's start and end (inline; min/max below are inline too).
+        e3h = x3h * _PER_H_LONG + floor
+        rate = e_now - floor
+        if rate < 0.0:
+            rate = 0.0
+        end = (x3h * _HOUR_DECAY_LONG) * _PER_H_LONG + rate * (1.0 - _HOUR_DECAY_LONG) + floor
+        if end < e3h:
+            e3h = end
+        tol = _log(p.ratio_tolerance)
+        z = p.z_tolerance * sd
+        if z > tol:
+            tol = z
+        k15 = _exp(tol) * p.short_window_slack
+        g = e15 * k15
+        lo = e15 + p.min_excess_usd_per_h
+        if lo > g:
+            g = lo
+        ks.g15 = (g - floor) / _PER_H_SHORT
+        g = e3h * _exp(tol)
+        lo = e3h + p.min_excess_usd_per_h
+        if lo > g:
+            g = lo
+        ks.g3h = (g - floor) / _PER_H_LONG
         if lcpr != 0.0:
-            ereq = max(e15 - floor, 0.0) / math.exp(lcpr)
-            ks.gr15 = max((ereq + 1.0) * k15 - 1.0, ereq + p.min_excess_requests_per_h) / _PER_H_SHORT
+            ereq = e15 - floor
+            if ereq < 0.0:
+                ereq = 0.0
+            ereq /= _exp(lcpr)
+            g = (ereq + 1.0) * k15 - 1.0
+            lo = ereq + p.min_excess_requests_per_h
+            if lo > g:
+                g = lo
+            ks.gr15 = g / _PER_H_SHORT
         else:
             ks.gr15 = _INF
 
@@ -901,8 +1045,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             return None
         floor = p.spend_floor_usd_per_h
         base = ks.base
-        e15, e_now, sd = self._baseline_now(base, tn, self.context.calendar.hour_of_week(tid, t), p)
-        x3h, _, lcpr, folds, ux, uo = _BASE.unpack_from(base) if base is not None else _BASE_START
+        e15, e_now, sd = self._baseline_at(key, ks, tn, tid, t, p)
+        x3h, _, folds, lcpr, ux, uo = _BASE.unpack_from(base) if base is not None else _BASE_START
         e3h = self._expected_3h(int(ks.last // 3600.0), x3h, t, e_now, floor)
         tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
         tol15 = tol + math.log(p.short_window_slack)
@@ -942,6 +1086,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if warm and errs >= p.enum_min_errors:
             s_enum = min(1.0, max(errs / p.enum_errors_sat, (distinct - 1) / (p.enum_models_sat - 1)))
         gate = s_spend > 0.0 or s_rate > 0.0 or s_enum > 0.0
+        if not (gate or fast or inc is not None) and p.fire_score > 0.0:
+            return None  # no signal: the score is 0 and opens nothing
         s_nov = s_exp = s_out = s_off = 0.0
         off_hours = not self.context.calendar.is_business_hours(tid, t)
         if gate:
@@ -1155,6 +1301,28 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         _expire(st.tenants, now, ttl, st.tenant_stats)
         return out
 
+    # -- snapshots ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        return _encoder.encode(self.state)
+
+    def restore(self, data: bytes) -> None:
+        rec = _decoder.decode(data)
+        self.state = SpendSpikeState(
+            keys={key: KeyState.from_record(r) for key, r in rec.keys.items()},
+            tenants=rec.tenants,
+            open=rec.open,
+            population=rec.population,
+            prior=rec.prior,
+            prior_at=rec.prior_at,
+            prior_hour=rec.prior_hour,
+            key_stats=rec.key_stats,
+            tenant_stats=rec.tenant_stats,
+        )
+        self._app_known.clear()
+        self._tenant_ver.clear()
+        self._eval_memo.clear()
+
     # -- introspection ---------------------------------------------------------------------------------
 
     def is_warm(self, key: str) -> bool:
@@ -1181,10 +1349,6 @@ def _reset_after_incident(ks: KeyState) -> None:
         cold.new_ip = cold.new_ua = None
         cold.nr15 = cold.ns3h = cold.err = cold.m_spend = cold.pend_t = None
         cold.tried = 0
-
-
-def _new_key(t: float) -> KeyState:
-    return KeyState(moved=t, last=t)
 
 
 def _expire(items: dict[str, Any], now: float, ttl: float, stats: KeyspaceStats) -> None:
