@@ -317,10 +317,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         # The start of the last event-time minute a key moved to: keys moved in the same minute share
         # one float object (24 bytes a key less), not a memo of any result.
         self._minute = 0.0
-        # The first (least recently moved) key of each keyspace and its ``moved`` when tick last looked;
-        # None once it may have been evicted or expired (see tick).
-        self._front_family: tuple[Ratio, float] | None = None
-        self._front_prefix: tuple[Ratio, float] | None = None
+        # The first (least recently moved) key of each keyspace when tick last looked, and the event time
+        # before which tick has nothing to do (see there); reset when a first key moves or goes.
+        self._front_family: Ratio | None = None
+        self._front_prefix: Ratio | None = None
+        self._calm_until = -math.inf
         # How many incidents wait out their recovery (``cleared`` set), counted again (None) after any
         # change: while there are none, a minute without a drop needs no look at the incidents.
         self._recovering: int | None = 0
@@ -359,10 +360,13 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         if fam is None:
             fam = FamilyRatio(self._minute_of(t), inp, cached, elig, zero, model=_intern(model))
             families[fkey] = fam
+            if self._front_family is None:
+                self._calm_until = -math.inf  # maybe the first key, of an empty keyspace
             cap = max(1, hot.params.max_keys // 10)
             if len(families) > cap:
                 evict_oldest(families, len(families) - cap, state.families_stats)
                 self._front_family = None
+                self._calm_until = -math.inf
         elif t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
             out = self._roll(fam, fkey, hot, event, t, fam, families)
             # this event opens the new minute
@@ -414,9 +418,12 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 return out
             pre = PrefixRatio(self._minute_of(t), inp, cached, elig, zero, tenant=_intern(tenant))
             prefixes[pkey] = pre
+            if self._front_prefix is None:
+                self._calm_until = -math.inf
             if len(prefixes) > cap:
                 evict_oldest(prefixes, len(prefixes) - cap, state.prefixes_stats)
                 self._front_prefix = None
+                self._calm_until = -math.inf
         elif t - pre.moved >= 60.0:
             found = self._roll(pre, pkey, hot, event, t, fam, prefixes)
             if found is not None:
@@ -455,6 +462,9 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         """
         del items[key]
         items[key] = st
+        if st is self._front_family or st is self._front_prefix:
+            self._front_family = self._front_prefix = None
+            self._calm_until = -math.inf
         ff = hot.fast_factor
         bf = hot.base_factor
         fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, gap = st.sums
@@ -619,6 +629,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             inc = CacheIncident("model" if is_family else "prefix", entity_id, tenant, since, score, extra, cause, t)
             self.state.incidents[ikey] = inc
             self._recovering = None
+            self._calm_until = -math.inf
             title = f"Prompt-cache hit ratio collapsed ({cause.replace('_', ' ')})"
         elif score >= inc.score + p.score_step or extra >= inc.extra_usd_per_day * p.cost_step:
             # The score only goes up while the incident fires; this minute's score stays in the evidence.
@@ -725,34 +736,47 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     # -- housekeeping -----------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Finding] | None:
+        """Expire idle keys; resolve incidents whose key went quiet (or was dropped).
+
+        Nothing can happen before ``_calm_until``: the first key of each keyspace expires first (keys
+        are in touch order; expire_idle stops at the first one too recent), and an incident's key goes
+        quiet ``quiet_resolve_s`` after its last minute at the earliest (its ``moved`` only grows). So
+        tick returns at once until then, unless a first key moved, a key was evicted, a keyspace got its
+        first key or an incident opened since (each resets it). It is computed 1 s early, against
+        rounding. Finding a first key costs a scan over the slots its moved-away predecessors left at
+        the front of the dict (thousands, until the dict compacts): the first keys are kept too.
+        """
+        if now < self._calm_until:
+            return None
         state = self.state
         ttl = self.params.idle_ttl_s
-        # Keys are in touch order: while the first one is too recent for expire_idle to look past it,
-        # there is nothing to expire (the common case). Finding the first key costs a scan over the
-        # slots its moved-away predecessors left at the front of the dict (thousands, until the dict
-        # compacts), so it is remembered with its ``moved``: it is still first while that is unchanged
-        # (_roll moves a key to the end only with a later minute), unless evicted or expired since.
         recent = now - ttl + MOVE_EVERY
+        calm = math.inf
         families = state.families
         if families:
             front = self._front_family
-            if front is None or front[0].moved != front[1]:
-                first = next(iter(families.values()))
-                front = self._front_family = (first, first.moved)
-            if front[1] <= recent:
+            if front is None:
+                front = self._front_family = next(iter(families.values()))
+            if front.moved <= recent:
                 expire_idle(families, now, ttl, state.families_stats)
                 self._front_family = None
+                calm = -math.inf
+            else:
+                calm = front.moved + ttl - MOVE_EVERY - 1.0
         prefixes = state.prefixes
         if prefixes:
             front = self._front_prefix
-            if front is None or front[0].moved != front[1]:
-                first_prefix = next(iter(prefixes.values()))
-                front = self._front_prefix = (first_prefix, first_prefix.moved)
-            if front[1] <= recent:
+            if front is None:
+                front = self._front_prefix = next(iter(prefixes.values()))
+            if front.moved <= recent:
                 expire_idle(prefixes, now, ttl, state.prefixes_stats)
                 self._front_prefix = None
+                calm = -math.inf
+            else:
+                calm = min(calm, front.moved + ttl - MOVE_EVERY - 1.0)
         incidents = state.incidents
         if not incidents:
+            self._calm_until = calm
             return None
         out: list[Finding] = []
         gone: list[str] = []
@@ -765,16 +789,20 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 gone.append(ikey)
                 if st is not None:
                     st.drop = None
+            else:
+                calm = min(calm, st.moved + quiet + MOVE_EVERY - 1.0)
         for ikey in gone:
             inc = incidents.pop(ikey)
             self._recovering = None
             out.append(self._resolved(inc, now, {}, "no_traffic"))
+        self._calm_until = calm
         return out or None
 
     def restore(self, data: bytes) -> None:
         super().restore(data)
         self._front_family = self._front_prefix = None
         self._recovering = None
+        self._calm_until = -math.inf
 
     # -- introspection ------------------------------------------------------------------------------------
 
