@@ -446,10 +446,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     def _minute_of(self, t: float) -> float:
         """The start of ``t``'s minute, the same float object for every key moved in that minute."""
-        moved = t - t % 60.0
-        if moved != self._minute:
-            self._minute = moved
-        return self._minute
+        moved = self._minute
+        if not moved <= t < moved + 60.0:
+            moved = self._minute = t - t % 60.0
+        return moved
 
     def _roll(self, st: Ratio, key: str, hot: HotParams, event: UsageEvent, t: float,
               fam: FamilyRatio, items: dict[str, Any]) -> list[Finding] | None:
@@ -491,12 +491,12 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 drop.eligible += m_elig
                 drop.zero += m_zero
         minutes += 1
-        moved = t - t % 60.0
-        if moved != self._minute:
-            self._minute = moved
+        moved = self._minute
+        if not moved <= t < moved + 60.0:  # the same as ``moved != t - t % 60.0``, without a float modulo
+            moved = self._minute = t - t % 60.0
         # Both are whole minutes in seconds, exact in a double: so is their difference, and its quotient.
         st.sums = (fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, (moved - st.moved) / 60.0)
-        st.moved = self._minute
+        st.moved = moved
         if st is fam:
             novelty = fam.novelty
             if novelty is not None and novelty.m_req:
