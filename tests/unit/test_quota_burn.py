@@ -12,7 +12,6 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import msgspec
 import pytest
 
 from detectors.base import BudgetInfo, DetectorContext, Finding
@@ -320,7 +319,7 @@ def test_warm_up_and_snapshot_round_trip() -> None:
     other = detector(DAILY)
     other.restore(blob)
     assert other.snapshot() == blob
-    assert len(msgspec.msgpack.encode(det.state.budgets["acme-daily"])) < 4096
+    assert len(blob) < 4096  # the snapshot of one budget: its one-minute buckets with spend
 
 
 def test_budget_removed_from_rules_is_dropped() -> None:
