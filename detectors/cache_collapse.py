@@ -145,7 +145,7 @@ class Sums(NamedTuple):
     z_elig: float
     z_zero: float
     minutes: int
-    gap: float
+    folded: float
 
 
 class Ratio(msgspec.Struct, array_like=True, gc=False):
@@ -159,10 +159,10 @@ class Ratio(msgspec.Struct, array_like=True, gc=False):
     ``sums`` holds, as one tuple (:class:`Sums` names its fields), what is read and written only once
     per key and minute: the decayed token sums (``fast_in``/``fast_cached``, ``base_in``/``base_cached``),
     the decayed eligible / zero-hit counts (``z_elig``/``z_zero``), the active ``minutes`` folded so far,
-    and ``gap``, the minutes from the last folded minute to the one being filled (1.0 when consecutive,
-    0.0 before the first fold): the decay of the minutes without traffic in between is applied at the
-    next fold, in one multiplication. One tuple unpacked and rebuilt per fold is cheaper than eight
-    struct attributes read and written (a struct attribute write costs about a tuple's build).
+    and ``folded``, the start of the last folded minute (0.0 before the first; no event time is 0): the
+    decay of the minutes without traffic between it and the next minute folded is applied then, in one
+    multiplication. One tuple unpacked and rebuilt per fold costs less than eight struct attributes
+    read and written, and ``folded`` is the float object ``moved`` was (no new one per fold).
     """
 
     moved: float
@@ -467,8 +467,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             self._calm_until = -math.inf
         ff = hot.fast_factor
         bf = hot.base_factor
-        fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, gap = st.sums
-        if gap > 1.0:
+        fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, folded = st.sums
+        closing = st.moved
+        if closing - folded > 60.0 and folded:
+            # Whole minutes in seconds, exact in a double: so is their difference, and its quotient.
+            gap = (closing - folded) / 60.0
             gf = ff ** gap
             gb = bf ** gap
         else:
@@ -494,8 +497,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         moved = self._minute
         if not moved <= t < moved + 60.0:  # the same as ``moved != t - t % 60.0``, without a float modulo
             moved = self._minute = t - t % 60.0
-        # Both are whole minutes in seconds, exact in a double: so is their difference, and its quotient.
-        st.sums = (fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, (moved - st.moved) / 60.0)
+        st.sums = (fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, closing)
         st.moved = moved
         if st is fam:
             novelty = fam.novelty
