@@ -379,8 +379,8 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
     def _judge(self, key: str, st: Run, event: UsageEvent, t: float, p: RunawayLoopParams,
                fallback: bool) -> Finding | None:
         turns = st.n - _FIRST  # turns compared with their predecessor
-        growth = _clamp((st.up / turns - 0.5) / 0.4)
-        if fallback and growth < p.min_growth_fallback:
+        up_share = st.up / turns
+        if fallback and _clamp((up_share - 0.5) / 0.4) < p.min_growth_fallback:
             return None
         tenant = st.tenant
         spent = st.cost
@@ -391,6 +391,19 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
             consistent = math.sqrt(agent.cost.var) <= p.max_run_cost_cv * typical
             if consistent and spent <= p.run_cost_factor * typical:
                 return None  # a scheduled run within its usual cost
+        incidents = self.state.incidents
+        inc = incidents.get(key)
+        # A firing run on most turns: when its spend neither fails the at-risk gate (the at-risk dollars
+        # are at least the spent ones) nor has grown cost_step-fold, the turn only reports if the score
+        # rises by score_step. The score is at most 1; below that, the off-hours and cost signals add at
+        # most their weights. When even that cannot reach the step, the turn is only counted: the
+        # calendar and the evidence are for turns that report.
+        counted = inc is not None and p.min_at_risk_usd <= spent < inc.cost * p.cost_step
+        if counted and inc is not None and inc.score + p.score_step > 1.0:
+            inc.turns = st.n
+            inc.last = t
+            return None
+        growth = _clamp((up_share - 0.5) / 0.4)
         cv = math.sqrt(st.gap_var) / st.gap_mean
         steady_s = t - st.start
         periodic = _clamp((p.max_cv - cv) / max(p.max_cv - p.full_cv, 1e-9))
@@ -399,16 +412,10 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         steady = periodic * p.weight_steady * _clamp(steady_s / p.steady_full_s)
         repeat = periodic * p.weight_repeat * (st.rep / turns)
         growing = periodic * p.weight_growth * growth
-        incidents = self.state.incidents
-        inc = incidents.get(key)
-        if inc is not None and spent >= p.min_at_risk_usd and spent < inc.cost * p.cost_step:
-            # A firing run on most turns: the at-risk dollars are at least the spent ones, so the gate
-            # passes, and the off-hours and cost signals add at most their weights. When even that
-            # cannot raise the score by score_step, the turn is only counted (the calendar and the
-            # evidence are for turns that report). The margin covers rounding of the real sum.
+        if counted and inc is not None:
             best = p.weight_periodic * periodic + steady + repeat + growing + periodic * (
                 p.weight_off_hours + p.weight_cost)
-            if best + 1e-9 < inc.score + p.score_step:
+            if best + 1e-9 < inc.score + p.score_step:  # the margin covers rounding of the real sum
                 inc.turns = st.n
                 inc.last = t
                 return None
