@@ -380,7 +380,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 fam.m_cached += cached
             if elig:
                 fam.m_elig += 1
-                fam.m_zero += zero
+                if zero:
+                    fam.m_zero += 1
         alt = fam.alt
         if model != fam.model:
             if alt is None or model != alt.name:
@@ -441,7 +442,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 pre.m_cached += cached
             if elig:
                 pre.m_elig += 1
-                pre.m_zero += zero
+                if zero:
+                    pre.m_zero += 1
         return out
 
     def _minute_of(self, t: float) -> float:
