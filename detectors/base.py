@@ -146,6 +146,12 @@ class Detector(ABC, Generic[P, S]):
     #: True when the detector emits a ``resolved`` finding when an incident ends (all
     #: built-ins do); the incident book then does not resolve it just for being quiet.
     resolves_incidents: ClassVar[bool] = True
+    #: Version of the snapshot encoding. Bump it when a change to ``State`` (or to how
+    #: ``snapshot`` packs it) makes older snapshots unreadable or mean something else: a
+    #: checkpoint written with another version is not restored, the detector starts cold
+    #: and the pipeline reports it (see ``Pipeline.restore``), instead of failing the whole
+    #: partition's restore after an upgrade.
+    state_version: ClassVar[int] = 1
 
     def __init__(self, params: P, context: DetectorContext, tenant_params: Mapping[str, P] | None = None) -> None:
         self.params = params

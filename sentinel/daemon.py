@@ -604,7 +604,9 @@ class Daemon:
                     pipeline = Pipeline(self.rules, self.options)
                     if cp is not None:
                         try:
-                            pipeline.restore(cp.state)
+                            for detector, why in pipeline.restore(cp.state):
+                                log.warning("detector_state_reset", partition=p, detector=detector, reason=why,
+                                            action="detector starts cold; the rest of the checkpoint is restored")
                         except Exception as err:
                             log.error("checkpoint_unreadable", partition=p, offset=cp.offset,
                                       error=type(err).__name__, action="starting from empty state at that offset")

@@ -115,6 +115,8 @@ class PipelineState(msgspec.Struct):
     cardinality_since: float = 0.0
     cardinality_last: float = 0.0
     suspect: Suspect | None = None
+    #: each detector's ``state_version`` when the snapshot was taken (absent in old snapshots: 1)
+    detector_versions: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 @dataclass
@@ -516,6 +518,7 @@ class Pipeline:
             dedup_previous=sorted(self._dedup_prev),
             pending=self._pending,
             detectors={d.name: d.snapshot() for d in self.detectors},
+            detector_versions={d.name: d.state_version for d in self.detectors},
             book=self.book.snapshot(),
             evicted_seen=self._evicted_seen,
             cardinality_since=self._cardinality_since,
@@ -524,7 +527,14 @@ class Pipeline:
         )
         return msgspec.msgpack.encode(state)
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes) -> list[tuple[str, str]]:
+        """Load a :meth:`snapshot`; returns ``(detector, reason)`` for each detector that starts cold.
+
+        A detector whose saved state has another ``state_version`` (an upgrade changed its
+        encoding) or does not decode starts with empty state; the rest of the pipeline -- dedup
+        sets, reorder buffer, open incidents, the other detectors -- is restored as saved. The
+        caller logs the list. A snapshot that does not decode at all raises.
+        """
         state = msgspec.msgpack.decode(data, type=PipelineState)
         self._max_ts = state.max_ts
         self._released_to = state.released_to
@@ -537,12 +547,25 @@ class Pipeline:
         self._cardinality_since = state.cardinality_since
         self._cardinality_last = state.cardinality_last
         self._suspect = state.suspect
-        for det in self.detectors:
+        cold: list[tuple[str, str]] = []
+        for i, det in enumerate(self.detectors):
             blob = state.detectors.get(det.name)
-            if blob is not None:
+            if blob is None:
+                continue
+            saved = state.detector_versions.get(det.name, 1)
+            if saved != det.state_version:
+                cold.append((det.name, f"state version {saved}, this build reads {det.state_version}"))
+                continue
+            try:
                 det.restore(blob)
+            except Exception as err:  # a snapshot this build cannot read must not block the partition
+                cold.append((det.name, f"unreadable state ({type(err).__name__})"))
+                fresh = type(det)(det.params, det.context, det.tenant_params)
+                self.detectors[i] = fresh
+                self._updates[i] = fresh.update
         if state.book:
             self.book.restore(state.book)
+        return cold
 
     def tracked_keys(self) -> dict[str, int]:
         return {d.name: d.tracked_keys() for d in self.detectors}

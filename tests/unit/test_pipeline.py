@@ -185,6 +185,63 @@ def test_snapshot_restore_mid_stream_gives_identical_alerts() -> None:
         assert [encode_alert(x) for x in head + tail] == [encode_alert(x) for x in full]
 
 
+def _two_detector_pipeline() -> Pipeline:
+    from detectors import registry
+
+    rules = load_rules(Path(__file__).resolve().parents[2] / "rules")
+    cross = registry.get("cross_tenant")
+    return Pipeline(rules, PipelineOptions(), detectors=[
+        BigSpend(BigSpendParams(), rules.context()),
+        cross(rules.detectors["cross_tenant"].params, rules.context())])
+
+
+def _tampered(blob: bytes, **changes: Any) -> bytes:
+    from sentinel.pipeline import PipelineState
+
+    state = msgspec.msgpack.decode(blob, type=PipelineState)
+    return msgspec.msgpack.encode(msgspec.structs.replace(state, **changes))
+
+
+def test_restore_starts_only_the_detector_with_another_state_version_cold() -> None:
+    lines = list(to_lines(spike_stream()))
+    p = _two_detector_pipeline()
+    feed_all(p, lines[: len(lines) // 2])
+    blob = p.snapshot()
+    assert p.detectors[0].tracked_keys() > 0 and p.detectors[1].tracked_keys() > 0
+
+    # As written by a build whose big_spend state had version 7: only big_spend starts cold.
+    q = _two_detector_pipeline()
+    cold = q.restore(_tampered(blob, detector_versions={"big_spend": 7, "cross_tenant": 1}))
+    assert cold == [("big_spend", "state version 7, this build reads 1")]
+    assert q.detectors[0].tracked_keys() == 0
+    assert q.detectors[1].snapshot() == p.detectors[1].snapshot()
+    assert q.book.snapshot() == p.book.snapshot()
+
+    # A snapshot from before versions were recorded counts as version 1 for every detector.
+    r = _two_detector_pipeline()
+    assert r.restore(_tampered(blob, detector_versions={})) == []
+    assert r.snapshot() == blob
+
+
+def test_restore_replaces_a_detector_whose_state_does_not_decode() -> None:
+    lines = list(to_lines(spike_stream()))
+    p = _two_detector_pipeline()
+    alerts = feed_all(p, lines[: len(lines) // 2])
+    assert alerts
+    blob = p.snapshot()
+    from sentinel.pipeline import PipelineState
+
+    saved = msgspec.msgpack.decode(blob, type=PipelineState).detectors
+    q = _two_detector_pipeline()
+    cold = q.restore(_tampered(blob, detectors={**saved, "cross_tenant": b"\x93not-a-state"}))
+    assert [name for name, _ in cold] == ["cross_tenant"] and "unreadable" in cold[0][1]
+    assert q.detectors[1].tracked_keys() == 0
+    assert q.detectors[0].snapshot() == p.detectors[0].snapshot()
+    # the replacement is the one the pipeline now calls
+    feed_all(q, lines[len(lines) // 2:])
+    assert q.detectors[1].tracked_keys() > 0
+
+
 def test_cardinality_flood_raises_one_alert_and_memory_stays_bounded() -> None:
     import random
 
