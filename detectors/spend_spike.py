@@ -427,12 +427,6 @@ def _bloom_add(bloom: bytearray, s: str, seed: int) -> None:
     bloom[j >> 3] |= 1 << (j & 7)
 
 
-def _prof_get(prof: bytearray, at: int) -> int:
-    """The int16 (little-endian) at byte ``at``."""
-    v: int = _I16.unpack_from(prof, at)[0]
-    return v
-
-
 def _prof_set(prof: bytearray, at: int, x: float) -> None:
     q = round(x * _Q)
     _I16.pack_into(prof, at, -32767 if q < -32767 else (32767 if q > 32767 else q))
@@ -489,25 +483,35 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         self._tenant_ver: dict[str, int] = {}
         self._eval_memo: dict[str, tuple[KeyState, int, int, TenantState | None, int, int,
                                          tuple[float, float, float]]] = {}
-        # The parameters are fixed for the detector's life: the per-event pre-gate of the minute sum.
-        self._pregate = params.fast_path_usd_per_min * _FAST_PREGATE
+        # The parameters are fixed for the detector's life: the per-event pre-gate of the minute sum
+        # (None: it depends on the tenant).
+        self._pregate = None if self.tenant_params else params.fast_path_usd_per_min * _FAST_PREGATE
+        self._tenant_cap = params.max_tenants if params.max_tenants < params.max_keys else params.max_keys
+        self._alpha_var = _alpha(params.variance_half_life_hours)
+        self._alpha_key = _alpha(params.key_half_life_days)
+        self._alpha_tenant = _alpha(params.tenant_half_life_obs)
 
     # -- hot path ---------------------------------------------------------------------------------
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         t: float = event.ts  # type: ignore[assignment]
         key = event.api_key_id
-        st = self.state
-        keys = st.keys
-        ks = keys.get(key)
-        if ks is None:
+        keys = self.state.keys
+        try:
+            ks = keys[key]
+        except KeyError:
             ks = self._create(event, key, t)
-        elif t - ks.moved > MOVE_EVERY:  # keep the dict in touch order (see detectors.keyspace), inline
-            del keys[key]
-            keys[key] = ks
-            ks.moved = t
+        else:
+            if t - ks.moved > MOVE_EVERY:  # keep the dict in touch order (see detectors.keyspace), inline
+                del keys[key]
+                keys[key] = ks
+                ks.moved = t
         last = ks.last
-        if t // 3600.0 > last // 3600.0:
+        dt = t - last
+        if t % 3600.0 < dt:
+            # t's hour started after ``last``: the key enters a new hour. (The same test as
+            # ``t // 3600 > last // 3600`` without two float divisions: ``t - last`` is exact when
+            # they are less than an hour apart, and needs no precision when they are more.)
             self._roll(ks, event, int(t // 3600.0), t)
         cost = event.cost_usd
         if cost is None:
@@ -517,22 +521,20 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
 
         # Novelty of the source and the model, and the model's tier: a call whose IP, user agent and
         # model are all in the key's known filters is not new (the common case, checked inline).
-        ib = self._ip_bits.get(event.source_ip)
-        ab = self._ua_bits.get(event.user_agent)
-        mi = self._model_info.get(event.model)
-        if ib is not None and ab is not None and mi is not None and ks.kip & ib == ib:
-            kapp = ks.kapp
-            mbits = mi[0]
-            if kapp & ab == ab and kapp & mbits == mbits:
-                novel = 0
-                top = mi[1]
-            else:
-                novel, mbits, top = self._novelty(ks, event, t)
+        try:
+            ib = self._ip_bits[event.source_ip]
+            app = self._ua_bits[event.user_agent]
+            mbits, top = self._model_info[event.model]
+            app |= mbits
+            known = ks.kip & ib == ib and ks.kapp & app == app
+        except KeyError:  # a string not in the memos yet
+            known = False
+        if known:
+            novel = 0
         else:
             novel, mbits, top = self._novelty(ks, event, t)
 
         # Decayed windows; a late event is added with the weight of its age.
-        dt = t - last
         if dt > 0.0:
             da = _exp(dt * _INV_SHORT)
             ks.last = t
@@ -581,8 +583,9 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if cold is None or not cold.busy:
             status = event.status
             if not novel and status != 403 and status != 404:
-                pre = self._pregate if not self.tenant_params else (
-                    self.params_for(event.tenant_id).fast_path_usd_per_min * _FAST_PREGATE)
+                pre = self._pregate
+                if pre is None:
+                    pre = self.params_for(event.tenant_id).fast_path_usd_per_min * _FAST_PREGATE
                 if s15 < pre and not (s15 > ks.g15 or s3h > ks.g3h or r15 > ks.gr15):
                     return None  # nothing going on: no minute sum, gates closed
             if cold is None:
@@ -700,16 +703,12 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         self._model_info[model] = info
         return info
 
-    def _tenant_cap(self) -> int:
-        p = self.params
-        return p.max_tenants if p.max_tenants < p.max_keys else p.max_keys
-
     def _create(self, event: UsageEvent, key: str, t: float) -> KeyState:
         """A key never seen (or forgotten): its state, judged against its tenant's and everyone's priors."""
         st = self.state
         ks = touch(st.keys, key, t, KeyState, self.params.max_keys, st.key_stats)
         tid = event.tenant_id
-        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
+        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap, st.tenant_stats)
         if key in st.open:
             ks.cold = KeyCold(busy=1, inc=1)
         if not st.prior:
@@ -772,8 +771,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         """The key entered a new hour: fold the finished one (and idle ones) into the baselines."""
         st = self.state
         tid = event.tenant_id
-        p = self.params_for(tid)
-        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap(), st.tenant_stats)
+        p = self.params_for(tid) if self.tenant_params else self.params
+        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap, st.tenant_stats)
         if hour > st.prior_hour:
             st.prior_hour = hour
         first = int(ks.last // 3600.0)
@@ -815,7 +814,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         how = hour_of_week_utc(h * 3600.0 + 1800.0, off)
         hod = how % 24
         at = _PROF_AT + 2 * hod
-        q = _prof_get(base, at)
+        q = _i16_at(base, at)[0]
         x3h, rv, folds, lcpr, ux, uo = _BASE.unpack_from(base)
         # An idle hour of a key with two days of profile is expected as its profile says (no priors).
         mu = q / _Q if idle and q != _UNSET and folds >= 48 else self._expect(base, tn, how, p)[0]
@@ -840,10 +839,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 r = x - m
                 k = folds - 23
                 a = 1.0 / k if k > 1 else 1.0
-                amin = _alpha(p.variance_half_life_hours)
+                amin = _alpha(p.variance_half_life_hours) if p is not self.params else self._alpha_var
                 rv = r * r if rv < 0.0 else rv + (a if a > amin else amin) * (r * r - rv)
                 a = 1.0 / (folds // 24 + 1)
-                amin = _alpha(p.key_half_life_days)
+                amin = _alpha(p.key_half_life_days) if p is not self.params else self._alpha_key
                 _prof_set(base, at, m + (a if a > amin else amin) * r)
             folds += 1
             if not idle:
@@ -864,7 +863,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             vers.clear()
             self._eval_memo.clear()  # versions restart: no memo may outlive them
         vers[tid] = vers.get(tid, 0) + 1
-        at = _alpha(p.tenant_half_life_obs)
+        at = _alpha(p.tenant_half_life_obs) if p is not self.params else self._alpha_tenant
         tp = tn.prof
         if tp is None:
             tp = tn.prof = bytearray(_TENANT_PROFILE_INIT)
@@ -872,7 +871,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         if n == 0:
             _prof_set(tp, 2 * hod, x)
         else:
-            m = _prof_get(tp, 2 * hod) / _Q
+            m = _i16_at(tp, 2 * hod)[0] / _Q
             r = x - m
             tn.rv = r * r if tn.rv < 0.0 else tn.rv + at * (r * r - tn.rv)
             a = 1.0 / (n + 1)
@@ -1102,14 +1101,20 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 s_out = _ramp((ks.fo - uo) / p.output_share_jump)
             s_off = 1.0 if off_hours else 0.0
         signals: dict[str, float] = {}
-        for name, w, s in (
-            ("spend", p.weight_spend, s_spend), ("rate", p.weight_rate, s_rate),
-            ("enumeration", p.weight_enumeration, s_enum), ("novelty", p.weight_novelty, s_nov),
-            ("expensive_model", p.weight_expensive, s_exp), ("output_share", p.weight_output, s_out),
-            ("off_hours", p.weight_off_hours, s_off),
-        ):
-            if s > 0.0 and w > 0.0:
-                signals[name] = _r(w * s)
+        if s_spend > 0.0 and p.weight_spend > 0.0:
+            signals["spend"] = _r(p.weight_spend * s_spend)
+        if s_rate > 0.0 and p.weight_rate > 0.0:
+            signals["rate"] = _r(p.weight_rate * s_rate)
+        if s_enum > 0.0 and p.weight_enumeration > 0.0:
+            signals["enumeration"] = _r(p.weight_enumeration * s_enum)
+        if s_nov > 0.0 and p.weight_novelty > 0.0:
+            signals["novelty"] = _r(p.weight_novelty * s_nov)
+        if s_exp > 0.0 and p.weight_expensive > 0.0:
+            signals["expensive_model"] = _r(p.weight_expensive * s_exp)
+        if s_out > 0.0 and p.weight_output > 0.0:
+            signals["output_share"] = _r(p.weight_output * s_out)
+        if s_off > 0.0 and p.weight_off_hours > 0.0:
+            signals["off_hours"] = _r(p.weight_off_hours * s_off)
         score = min(1.0, sum(signals.values()))
         risk = excess if excess > 0.0 else 0.0
         if fast:
