@@ -291,6 +291,37 @@ def test_quiet_runs_are_forgotten_and_snapshot_restores() -> None:
     assert len(det.state.runs) == 0 and len(det.state.incidents) == 0
 
 
+def test_snapshot_writes_runs_as_run_records() -> None:
+    """Runs live as plain objects but snapshot as RunRecord arrays (the layout of earlier snapshots)."""
+    import msgspec
+
+    from detectors.runaway_loop import RunRecord
+
+    det = detector()
+    drive(det, ny_loop(FRIDAY_1930_NY, minutes=20), tail_s=0)
+    (key, run), = det.state.runs.items()
+    raw = msgspec.msgpack.decode(det.snapshot())
+    record = msgspec.convert(raw["runs"][key], RunRecord)
+    assert msgspec.structs.astuple(record) == tuple(getattr(run, f) for f in RunRecord.__struct_fields__)
+    assert run.n > 15 and run.shape == "shp_agent_step"
+    clone = detector()
+    clone.restore(det.snapshot())
+    assert clone.snapshot() == det.snapshot()
+    assert type(clone.state.runs[key]) is type(run)
+
+
+def test_firing_run_counts_turns_and_still_escalates_on_cost() -> None:
+    """A firing run near the score ceiling is only counted on most turns; cost growth still re-emits."""
+    det = detector()
+    agent = ny_loop(FRIDAY_1930_NY, minutes=150)
+    found = drive(det, agent, tail_s=0)
+    fired = firing(found)
+    assert len(fired) >= 3
+    assert fired[-1].score > 0.9, "the score is within score_step of 1: further turns are only counted"
+    (inc,) = det.state.incidents.values()
+    assert inc.turns == len(agent) and inc.last == agent[-1].t
+
+
 def test_late_turns_within_lateness_keep_the_loop_visible() -> None:
     agent = ny_loop(FRIDAY_1930_NY, minutes=40, period=20.0)
     rng = random.Random(9)
