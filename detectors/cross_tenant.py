@@ -58,8 +58,9 @@ data out through other channels, so neither is used.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 from pydantic import Field
@@ -134,8 +135,8 @@ class Incident(msgspec.Struct, array_like=True, gc=False):
     e_leaks: int = 0
 
 
-class KeyState(msgspec.Struct, array_like=True, gc=False):
-    """Per api key: its home tenant and rare-shape windows (for probing)."""
+class KeyRecord(msgspec.Struct, array_like=True, gc=False):
+    """How a :class:`KeyState` is stored in a snapshot: its fields, in this order, as one array."""
 
     moved: float
     home: str = ""
@@ -147,8 +148,8 @@ class KeyState(msgspec.Struct, array_like=True, gc=False):
     inc: Incident | None = None
 
 
-class UserState(msgspec.Struct, array_like=True, gc=False):
-    """Per user_id: the tenants it was seen under."""
+class UserRecord(msgspec.Struct, array_like=True, gc=False):
+    """How a :class:`UserState` is stored in a snapshot."""
 
     moved: float
     home: str = ""
@@ -156,8 +157,8 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     inc: Incident | None = None
 
 
-class ShapeState(msgspec.Struct, array_like=True, gc=False):
-    """Per prompt shape: its owner tenant, since when, how often used, other tenants seen."""
+class ShapeRecord(msgspec.Struct, array_like=True, gc=False):
+    """How a :class:`ShapeState` is stored in a snapshot."""
 
     moved: float
     owner: str = ""
@@ -168,7 +169,79 @@ class ShapeState(msgspec.Struct, array_like=True, gc=False):
     sent: int = 0
 
 
+# Per-key state as plain __slots__ classes rather than msgspec Structs: an event writes a few of
+# their fields (a window count, a use count, the moves), and CPython only specializes attribute
+# stores for types with the default __setattr__, which a Struct overrides (a Struct store costs
+# ~25 ns more). Snapshots encode each as its *Record (same fields, same order: the same bytes).
+
+_new_object = object.__new__
+
+
+class KeyState:
+    """Per api key: its home tenant and rare-shape windows (for probing); fields as :class:`KeyRecord`."""
+
+    __slots__ = ("base_rare", "home", "inc", "moved", "n_win", "win_end", "win_n", "win_rare")
+    moved: float
+    home: str
+    win_end: float
+    win_n: int
+    win_rare: int
+    base_rare: float
+    n_win: int
+    inc: Incident | None
+
+
+class UserState:
+    """Per user_id: the tenants it was seen under; fields as :class:`UserRecord`."""
+
+    __slots__ = ("home", "inc", "moved", "others")
+    moved: float
+    home: str
+    others: tuple[str, ...]
+    inc: Incident | None
+
+
+class ShapeState:
+    """Per prompt shape: its owner tenant, since when, how often used, other tenants seen; fields as
+    :class:`ShapeRecord`."""
+
+    __slots__ = ("moved", "n", "others", "owner", "pub", "sent", "since")
+    moved: float
+    owner: str
+    since: float
+    n: int
+    others: tuple[str, ...]
+    pub: int
+    sent: int
+
+
+_Slotted = TypeVar("_Slotted", KeyState, UserState, ShapeState)
+
+# Reads a state's fields in its record's order (one C call).
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    KeyState: operator.attrgetter(*KeyRecord.__struct_fields__),
+    UserState: operator.attrgetter(*UserRecord.__struct_fields__),
+    ShapeState: operator.attrgetter(*ShapeRecord.__struct_fields__),
+}
+
+
+def _encode_state(obj: object) -> Any:
+    """msgspec ``enc_hook``: a KeyState/UserState/ShapeState is written as its record's array."""
+    fields = _FIELDS.get(obj.__class__)
+    if fields is None:
+        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+    return fields(obj)
+
+
+def _from_record(cls: type[_Slotted], record: msgspec.Struct) -> _Slotted:
+    obj: _Slotted = _new_object(cls)
+    for name in record.__struct_fields__:
+        setattr(obj, name, getattr(record, name))
+    return obj
+
+
 class CrossTenantState(msgspec.Struct):
+    # Per-key states are plain objects (see KeyState): the detector snapshots and restores with hooks.
     keys: dict[str, KeyState] = msgspec.field(default_factory=dict)
     users: dict[str, UserState] = msgspec.field(default_factory=dict)
     shapes: dict[str, ShapeState] = msgspec.field(default_factory=dict)
@@ -180,7 +253,28 @@ class CrossTenantState(msgspec.Struct):
     user_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     shape_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     outbox_dropped: int = 0
+    # the latest event time: CrossTenant keeps it in ``_now`` (a plain attribute, written per event)
+    # and copies it here for a snapshot
     now: float = 0.0
+
+
+class _StateRecord(msgspec.Struct):
+    """How :class:`CrossTenantState` is read back from a snapshot (per-key states as records)."""
+
+    keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)
+    users: dict[str, UserRecord] = msgspec.field(default_factory=dict)
+    shapes: dict[str, ShapeRecord] = msgspec.field(default_factory=dict)
+    outbox: dict[str, int] = msgspec.field(default_factory=dict)
+    open: dict[str, int] = msgspec.field(default_factory=dict)
+    key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+    user_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+    shape_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+    outbox_dropped: int = 0
+    now: float = 0.0
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_state)
+_decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
 class _Hot(msgspec.Struct, frozen=True, gc=False):
@@ -205,15 +299,32 @@ class _Hot(msgspec.Struct, frozen=True, gc=False):
 
 
 def _new_key(t: float) -> KeyState:
-    return KeyState(t)
+    k: KeyState = _new_object(KeyState)
+    k.moved = t
+    k.home = ""
+    k.win_end = k.base_rare = 0.0
+    k.win_n = k.win_rare = k.n_win = 0
+    k.inc = None
+    return k
 
 
 def _new_user(t: float) -> UserState:
-    return UserState(t)
+    u: UserState = _new_object(UserState)
+    u.moved = t
+    u.home = ""
+    u.others = ()
+    u.inc = None
+    return u
 
 
 def _new_shape(t: float) -> ShapeState:
-    return ShapeState(t)
+    sh: ShapeState = _new_object(ShapeState)
+    sh.moved = t
+    sh.owner = ""
+    sh.since = 0.0
+    sh.n = sh.pub = sh.sent = 0
+    sh.others = ()
+    return sh
 
 
 @register
@@ -238,22 +349,26 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         self._cap_keys = max(1, m // 4)
         self._cap_users = max(1, m // 4)
         self._cap_shapes = max(1, m - 2 * (m // 4))
-        # The parameters read per event, copied into a struct (pydantic attribute reads are slow).
+        # The parameters read per event, copied into a struct (pydantic attribute reads are slow),
+        # and by tenant: a tenant's own parameters, or None for a cross_tenant_allowed tenant (its
+        # events are ignored), so that one lookup answers both.
         self._hot = _Hot.of(params)
-        self._hot_tenant = {tid: _Hot.of(tp) for tid, tp in self.tenant_params.items()}
+        self._hot_tenant: dict[str, _Hot | None] = {tid: _Hot.of(tp) for tid, tp in self.tenant_params.items()}
+        for tid in self._allowed:
+            self._hot_tenant[tid] = None
+        self._now = 0.0  # the latest event time (CrossTenantState.now at a snapshot)
 
     # -- hot path -----------------------------------------------------------------------------
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         tenant = event.tenant_id
-        if tenant in self._allowed:
+        h = self._hot_tenant.get(tenant, self._hot)
+        if h is None:
             return None
         t: float = event.ts  # type: ignore[assignment]
+        if t > self._now:
+            self._now = t
         st = self.state
-        if t > st.now:
-            st.now = t
-        ht = self._hot_tenant
-        h = ht.get(tenant, self._hot) if ht else self._hot
 
         # Each keyspace as detectors.keyspace.touch does it, with the move to the end of the touch
         # order inline (most keys, shapes and users of a busy stream are due for one on most events).
@@ -271,12 +386,22 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
             if not k.home:
                 k.home = tenant
 
+        # Rare-shape windows of the key (probing): the event counts in the window it falls in.
+        if t >= k.win_end:
+            if k.win_n >= _MIN_PROBE_WINDOW_EVENTS:
+                share = k.win_rare / k.win_n
+                k.base_rare = share if k.n_win == 0 else k.base_rare + _BASE_ALPHA * (share - k.base_rare)
+                k.n_win += 1
+            k.win_end = (t // h.window_s + 1.0) * h.window_s
+            k.win_n = 0
+            k.win_rare = 0
+        k.win_n += 1
+
         # Shape ownership, leak and rarity.
         leak_owner: str | None = None
+        probing = False
         shape = event.prompt_shape
-        if shape is None:
-            rare = False
-        else:
+        if shape is not None:
             sh = st.shapes.get(shape)
             if sh is None or t - sh.moved > MOVE_EVERY:
                 shapes = st.shapes
@@ -292,7 +417,6 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                     self._queue(shape)
             n = sh.n
             sh.n = n + 1
-            rare = n < h.rare_uses
             if sh.owner != tenant:
                 others = sh.others
                 if tenant not in others:
@@ -306,30 +430,19 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                     and not sh.others:
                 sh.pub = _PUB_DUE
                 self._queue(shape)
+            if n < h.rare_uses:
+                win_rare = k.win_rare + 1
+                k.win_rare = win_rare
+                if win_rare >= h.min_rare and k.n_win >= h.warm_windows:
+                    share = win_rare / k.win_n
+                    probing = share >= h.min_share and share >= h.ratio * k.base_rare
 
-        # Rare-shape windows of the key (probing).
-        probing = False
         out: list[Finding] | None = None
-        if t >= k.win_end:
-            if k.win_n >= _MIN_PROBE_WINDOW_EVENTS:
-                share = k.win_rare / k.win_n
-                k.base_rare = share if k.n_win == 0 else k.base_rare + _BASE_ALPHA * (share - k.base_rare)
-                k.n_win += 1
-            k.win_end = (t // h.window_s + 1.0) * h.window_s
-            k.win_n = 0
-            k.win_rare = 0
-        k.win_n += 1
-        if rare:
-            k.win_rare += 1
-            if k.win_rare >= h.min_rare and k.n_win >= h.warm_windows:
-                share = k.win_rare / k.win_n
-                probing = share >= h.min_share and share >= h.ratio * k.base_rare
-
         res = event.resource_tenant_id
-        foreign = res is not None and res != tenant and not (h.exempt_allowed_resource and res in self._allowed)
-        if foreign or leak_owner is not None or probing:
-            f = self._key_evidence(event, k, self.params_for(tenant), t, res if foreign else None, shape,
-                                   leak_owner, probing)
+        if res is not None and (res == tenant or (h.exempt_allowed_resource and res in self._allowed)):
+            res = None  # not foreign
+        if res is not None or leak_owner is not None or probing:
+            f = self._key_evidence(event, k, self.params_for(tenant), t, res, shape, leak_owner, probing)
             if f is not None:
                 out = [f]
 
@@ -600,7 +713,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         """Fold in the global view (shape -> tenants other replicas published)."""
         st = self.state
         p = self.params
-        now = st.now
+        now = self._now
         for shape in sorted(view):
             tenants = sorted(set(view[shape]))
             if not tenants:
@@ -635,6 +748,21 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
             sh.sent += len(new)
 
     # -- contract -------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        self.state.now = self._now
+        return _encoder.encode(self.state)
+
+    def restore(self, data: bytes) -> None:
+        rec = _decoder.decode(data)
+        self.state = CrossTenantState(
+            keys={key: _from_record(KeyState, r) for key, r in rec.keys.items()},
+            users={uid: _from_record(UserState, r) for uid, r in rec.users.items()},
+            shapes={shape: _from_record(ShapeState, r) for shape, r in rec.shapes.items()},
+            outbox=rec.outbox, open=rec.open, key_stats=rec.key_stats, user_stats=rec.user_stats,
+            shape_stats=rec.shape_stats, outbox_dropped=rec.outbox_dropped, now=rec.now,
+        )
+        self._now = rec.now
 
     def is_warm(self, key: str) -> bool:
         k = self.state.keys.get(key)
