@@ -468,6 +468,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
     Params: ClassVar[type[DetectorParams]] = SpendSpikeParams
     State: ClassVar[type[msgspec.Struct]] = SpendSpikeState
     description: ClassVar[str] = "API key spend far above its seasonal baseline (LLMjacking, low-and-slow)"
+    # 2: keys as KeyRecord arrays (hot fields, packed baseline, KeyCold), no longer 36-field KeyStates.
+    state_version: ClassVar[int] = 2
 
     def __init__(self, params: SpendSpikeParams, context: Any, tenant_params: Any = None) -> None:
         super().__init__(params, context, tenant_params)
