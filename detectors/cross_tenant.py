@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -175,6 +176,9 @@ class ShapeRecord(msgspec.Struct, array_like=True, gc=False):
 # ~25 ns more). Snapshots encode each as its *Record (same fields, same order: the same bytes).
 
 _new_object = object.__new__
+# Tenant ids kept in per-key state are interned: the few tenants' strings are then shared by every
+# key (less memory) and stay in cache for the per-event owner/home comparisons.
+_intern = sys.intern
 
 
 class KeyState:
@@ -377,14 +381,14 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         if k is None:
             k = touch(st.keys, key_id, t, _new_key, self._cap_keys, st.key_stats)
             if not k.home:
-                k.home = tenant
+                k.home = _intern(tenant)
         elif t - k.moved > MOVE_EVERY:
             keys = st.keys
             del keys[key_id]
             keys[key_id] = k
             k.moved = t
             if not k.home:
-                k.home = tenant
+                k.home = _intern(tenant)
 
         # Rare-shape windows of the key (probing): the event counts in the window it falls in.
         if t >= k.win_end:
@@ -412,7 +416,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                     shapes[shape] = sh
                     sh.moved = t
                 if not sh.owner:
-                    sh.owner = tenant
+                    sh.owner = _intern(tenant)
                     sh.since = t
                     self._queue(shape)
             n = sh.n
@@ -424,7 +428,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                             n >= h.private_min_events and t - sh.since >= h.private_min_age_s)):
                         leak_owner = sh.owner
                     if len(others) < _MAX_OTHERS:
-                        sh.others = (*others, tenant)
+                        sh.others = (*others, _intern(tenant))
                         self._queue(shape)
             elif sh.pub == _PUB_NO and n + 1 >= h.private_min_events and t - sh.since >= h.private_min_age_s \
                     and not sh.others:
@@ -458,9 +462,9 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                     users[uid] = u
                     u.moved = t
                 if not u.home:
-                    u.home = tenant
+                    u.home = _intern(tenant)
             if u.home != tenant and tenant not in u.others and len(u.others) < _MAX_VICTIMS:
-                u.others = (*u.others, tenant)
+                u.others = (*u.others, _intern(tenant))
                 if 1 + len(u.others) >= h.fanout_min_tenants:
                     f = self._user_evidence(event, uid, u, self.params_for(tenant), t)
                     if f is not None:
