@@ -445,6 +445,11 @@ def _alpha(half_life: float) -> float:
     return a
 
 
+def _log_consts(p: SpendSpikeParams) -> tuple[float, float, float]:
+    """ln ratio_tolerance, ln short_window_slack, ln(ratio_saturation / ratio_tolerance)."""
+    return math.log(p.ratio_tolerance), math.log(p.short_window_slack), math.log(p.ratio_saturation / p.ratio_tolerance)
+
+
 def _ramp(x: float) -> float:
     return 0.0 if x <= 0.0 else (1.0 if x >= 1.0 else x)
 
@@ -489,6 +494,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         # (None: it depends on the tenant).
         self._pregate = None if self.tenant_params else params.fast_path_usd_per_min * _FAST_PREGATE
         self._tenant_cap = params.max_tenants if params.max_tenants < params.max_keys else params.max_keys
+        self._logs = _log_consts(params)
         self._alpha_var = _alpha(params.variance_half_life_hours)
         self._alpha_key = _alpha(params.key_half_life_days)
         self._alpha_tenant = _alpha(params.tenant_half_life_obs)
@@ -1002,7 +1008,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         end = (x3h * _HOUR_DECAY_LONG) * _PER_H_LONG + rate * (1.0 - _HOUR_DECAY_LONG) + floor
         if end < e3h:
             e3h = end
-        tol = _log(p.ratio_tolerance)
+        tol = self._logs[0] if p is self.params else _log(p.ratio_tolerance)
         z = p.z_tolerance * sd
         if z > tol:
             tol = z
@@ -1049,9 +1055,11 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         e15, e_now, sd = self._baseline_at(key, ks, tn, tid, t, p)
         x3h, _, folds, lcpr, ux, uo = _BASE.unpack_from(base) if base is not None else _BASE_START
         e3h = self._expected_3h(int(ks.last // 3600.0), x3h, t, e_now, floor)
-        tol = max(math.log(p.ratio_tolerance), p.z_tolerance * sd)
-        tol15 = tol + math.log(p.short_window_slack)
-        span = math.log(p.ratio_saturation / p.ratio_tolerance)
+        ltol, lslack, span = self._logs if p is self.params else _log_consts(p)
+        tol = p.z_tolerance * sd  # max(ln ratio_tolerance, z_tolerance * sd), inline
+        if not tol > ltol:
+            tol = ltol
+        tol15 = tol + lslack
 
         obs15 = ks.s15 * _PER_H_SHORT
         obs3h = ks.s3h * _PER_H_LONG
