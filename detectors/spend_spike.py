@@ -554,9 +554,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             s3h = ks.s3h
             r15 = ks.r15
             if r15 == 0.0 and s15 == 0.0 and s3h == 0.0:
-                # A key's first event: the sums share one float object (0.0 + cost is cost, bar -0.0);
-                # a flood of keys seen once then costs no float object per sum.
-                s15 = s3h = cost if cost else 0.0
+                # A key's first event: the sums share the cost's float object (0.0 + cost is cost but
+                # for -0.0 or a cost given as an int); a flood of keys seen once then costs no float
+                # object per sum.
+                s15 = s3h = cost if cost and cost.__class__ is float else 0.0 + cost
                 r15 = 1.0
             else:
                 s15 += cost
@@ -571,7 +572,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         ks.s3h = s3h
         ks.r15 = r15
         hs = ks.h_spend
-        ks.h_spend = hs + cost if hs else (cost if cost else 0.0)  # the same object again, exact likewise
+        ks.h_spend = hs + cost if hs else (cost if cost and cost.__class__ is float else 0.0 + cost)  # likewise
         h_reqs = ks.h_reqs + 1
         ks.h_reqs = h_reqs
         # Integer EWs (~5 calls) of the top-tier share and the output share, in percent.
