@@ -41,6 +41,7 @@ not feed the baseline, so a long storm does not become the new normal.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Mapping
@@ -50,7 +51,7 @@ import msgspec
 from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
-from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
+from detectors.keyspace import MOVE_EVERY, KeyspaceStats
 from detectors.registry import register
 from detectors.stats import alpha_for_half_life
 from sentinel.events import UsageEvent
@@ -142,11 +143,16 @@ class FeatureKeyState:
     ``__setattr__``, which a Struct overrides (a Struct store costs ~25 ns more). Snapshots encode it
     as a :class:`FeatureKeyRecord` (same fields, same order, so the same bytes). Made by
     :func:`_new_key` or :meth:`from_record`.
+
+    Three more slots, not snapshotted, find it per event without building its ``api_key_id|feature``
+    string (see :meth:`RetryStorm._find_key`): ``key``, that string (the key in ``RetryStormState.keys``);
+    ``api_key`` and ``feature``, the event fields it is indexed under (None until indexed); ``nxt``,
+    the next state indexed under the same api key.
     """
 
-    __slots__ = ("amp_mean", "amp_var", "cost_since", "inc", "moved", "n_base", "rcost_mean", "tenant",
-                 "w_att", "w_cjump", "w_cost", "w_max", "w_rcost", "w_req", "w_retry", "w_rreq", "w_status",
-                 "win_end")
+    __slots__ = ("amp_mean", "amp_var", "api_key", "cost_since", "feature", "inc", "key", "moved", "n_base",
+                 "nxt", "rcost_mean", "tenant", "w_att", "w_cjump", "w_cost", "w_max", "w_rcost", "w_req", "w_retry",
+                 "w_rreq", "w_status", "win_end")
     moved: float
     tenant: str
     win_end: float
@@ -165,12 +171,18 @@ class FeatureKeyState:
     w_cjump: bool
     cost_since: float
     inc: Incident | None
+    key: str
+    api_key: str | None
+    feature: str | None
+    nxt: FeatureKeyState | None
 
     @classmethod
-    def from_record(cls, record: FeatureKeyRecord) -> FeatureKeyState:
+    def from_record(cls, key: str, record: FeatureKeyRecord) -> FeatureKeyState:
         k = _new_object(cls)
         for name in FeatureKeyRecord.__struct_fields__:
             setattr(k, name, getattr(record, name))
+        k.key = key
+        k.api_key = k.feature = k.nxt = None
         return k
 
 
@@ -215,8 +227,10 @@ _encoder = msgspec.msgpack.Encoder(enc_hook=_encode_key)
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
-def _new_key(t: float) -> FeatureKeyState:
+def _new_key(key: str, t: float) -> FeatureKeyState:
     k: FeatureKeyState = _new_object(FeatureKeyState)
+    k.key = key
+    k.api_key = k.feature = k.nxt = None
     k.moved = t
     k.tenant = ""
     k.win_end = k.w_rcost = k.w_cost = k.amp_mean = k.amp_var = k.rcost_mean = k.cost_since = 0.0
@@ -276,6 +290,10 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         # Read per event: kept as plain attributes (pydantic attribute reads are slow).
         self._window_s = params.window_s
         self._window_tenant = {tid: tp.window_s for tid, tp in self.tenant_params.items()}
+        # api_key_id -> the first of its key x feature states (chained by FeatureKeyState.nxt): finds
+        # an event's state without building its "api_key_id|feature" key. Derived from state.keys
+        # (rebuilt as events come after a restore), never snapshotted.
+        self._by_api_key: dict[str, FeatureKeyState] = {}
 
     def update(self, event: UsageEvent) -> list[Finding] | None:
         t: float = event.ts  # type: ignore[assignment]
@@ -310,16 +328,17 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
 
         tenant = event.tenant_id
         feature = event.feature
-        key = f"{event.api_key_id}|{feature}" if feature is not None else event.api_key_id + "|"
-        k = st.keys.get(key)
-        if k is None or t - k.moved > MOVE_EVERY:
-            if k is None:
-                k = touch(st.keys, key, t, _new_key, self._cap_keys, st.key_stats)
-            else:  # as touch does it, inline: a busy key is due for a move about once a minute
-                keys = st.keys
-                del keys[key]
-                keys[key] = k
-                k.moved = t
+        k = self._by_api_key.get(event.api_key_id)
+        while k is not None and k.feature != feature:
+            k = k.nxt
+        if k is None:
+            k = self._find_key(event.api_key_id, feature, t, tenant)
+        elif t - k.moved > MOVE_EVERY:  # as detectors.keyspace.touch does it, inline
+            keys = st.keys
+            key = k.key
+            del keys[key]
+            keys[key] = k
+            k.moved = t
             if not k.tenant:
                 k.tenant = tenant
         if t >= k.win_end:
@@ -356,7 +375,61 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             inc.retried += 1
         if k.w_req == 0:
             return None
-        return self._judge(key, k, self.params_for(tenant), t, event)
+        return self._judge(k.key, k, self.params_for(tenant), t, event)
+
+    def _find_key(self, api_key: str, feature: str | None, t: float, tenant: str) -> FeatureKeyState:
+        """The state of ``api_key|feature`` as detectors.keyspace.touch gives it (created, moved,
+        evicting the least recently moved beyond the cap), indexed under (api_key, feature) for the
+        next events.
+
+        A state is indexed under the first (api_key, feature) pair that finds it here; another pair
+        naming the same key (a '|' inside an id, or feature None vs "") is served here every time.
+        """
+        key = f"{api_key}|{feature}" if feature is not None else api_key + "|"
+        st = self.state
+        keys = st.keys
+        k = keys.get(key)
+        if k is None:
+            k = keys[key] = _new_key(key, t)
+            excess = len(keys) - self._cap_keys
+            if excess > 0:
+                victims = list(itertools.islice(keys.values(), excess))
+                for v in victims:
+                    del keys[v.key]
+                    self._unindex(v)
+                st.key_stats.evicted += len(victims)
+        elif t - k.moved > MOVE_EVERY:
+            del keys[key]
+            keys[key] = k
+            k.moved = t
+        if not k.tenant:
+            k.tenant = tenant
+        if k.api_key is None:
+            k.api_key = api_key
+            k.feature = feature
+            by_api_key = self._by_api_key
+            k.nxt = by_api_key.get(api_key)
+            by_api_key[api_key] = k
+        return k
+
+    def _unindex(self, k: FeatureKeyState) -> None:
+        """Take a state that left ``state.keys`` out of the api key index."""
+        api_key = k.api_key
+        if api_key is None:
+            return
+        by_api_key = self._by_api_key
+        head = by_api_key[api_key]
+        if head is k:
+            if k.nxt is None:
+                del by_api_key[api_key]
+            else:
+                by_api_key[api_key] = k.nxt
+        else:
+            prev = head
+            while prev.nxt is not k:
+                prev = prev.nxt  # type: ignore[assignment]
+            prev.nxt = k.nxt
+        k.api_key = k.feature = k.nxt = None
 
     def _rotate(self, t: float, early: bool = False) -> None:
         """Start a new generation of request ids; the one before the current is forgotten.
@@ -532,10 +605,20 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
             st.gen_start = now
         elif now - st.gen_start >= ttl / 2.0:
             self._rotate(now)
-        # expire_idle stops at the first key moved after this (touch order): skip the call that would.
-        idle = self.params.idle_ttl_s
-        if st.keys and next(iter(st.keys.values())).moved <= now - idle + MOVE_EVERY:
-            expire_idle(st.keys, now, idle, st.key_stats)
+        # As detectors.keyspace.expire_idle (which stops at the first key moved after limit + MOVE_EVERY,
+        # in touch order), taking the expired states out of the api key index too.
+        limit = now - self.params.idle_ttl_s
+        if st.keys and next(iter(st.keys.values())).moved <= limit + MOVE_EVERY:
+            victims = []
+            for k in st.keys.values():
+                if k.moved > limit + MOVE_EVERY:
+                    break
+                if k.moved < limit:
+                    victims.append(k)
+            for k in victims:
+                del st.keys[k.key]
+                self._unindex(k)
+            st.key_stats.expired += len(victims)
         return out
 
     def snapshot(self) -> bytes:
@@ -544,10 +627,11 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
     def restore(self, data: bytes) -> None:
         rec = _decoder.decode(data)
         self.state = RetryStormState(
-            keys={key: FeatureKeyState.from_record(r) for key, r in rec.keys.items()},
+            keys={key: FeatureKeyState.from_record(key, r) for key, r in rec.keys.items()},
             requests=rec.requests, requests_old=rec.requests_old, gen_start=rec.gen_start, open=rec.open,
             key_stats=rec.key_stats, request_stats=rec.request_stats,
         )
+        self._by_api_key = {}
 
     def is_warm(self, key: str) -> bool:
         k = self.state.keys.get(key)
