@@ -306,6 +306,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     Params: ClassVar[type[DetectorParams]] = CacheCollapseParams
     State: ClassVar[type[msgspec.Struct]] = CacheCollapseState
     description: ClassVar[str] = "prompt-cache hit ratio collapse, with cause and extra $/day"
+    # 2: a ratio's decayed sums and minute counters are one `sums` tuple (was `minutes`, `idle` and six floats).
+    state_version: ClassVar[int] = 2
 
     def __init__(self, params: CacheCollapseParams, context: DetectorContext,
                  tenant_params: Mapping[str, CacheCollapseParams] | None = None) -> None:

@@ -349,6 +349,8 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
     Params: ClassVar[type[DetectorParams]] = QuotaBurnParams
     State: ClassVar[type[msgspec.Struct]] = QuotaBurnState
     description: ClassVar[str] = "budgets burning fast enough to run out before the period ends"
+    # 2: budgets as BudgetRecord arrays with a sparse packed bucket ring and BudgetAlerts (was a 2018-slot list).
+    state_version: ClassVar[int] = 2
 
     def __init__(self, params: QuotaBurnParams, context: Any, tenant_params: Any = None) -> None:
         super().__init__(params, context, tenant_params)
