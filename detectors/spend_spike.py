@@ -1098,8 +1098,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         gate = s_spend > 0.0 or s_rate > 0.0 or s_enum > 0.0
         if not (gate or fast or inc is not None) and p.fire_score > 0.0:
             return None  # no signal: the score is 0 and opens nothing
-        s_nov = s_exp = s_out = s_off = 0.0
-        off_hours = not self.context.calendar.is_business_hours(tid, t)
+        s_nov = s_exp = s_out = 0.0
         if gate:
             if ks.r15 > 0.5:
                 s_nov = nr15 / ks.r15
@@ -1110,30 +1109,43 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 s_exp = _ramp((ks.fx - ux) / (100 - ux))
             if ks.fo > uo:
                 s_out = _ramp((ks.fo - uo) / p.output_share_jump)
-            s_off = 1.0 if off_hours else 0.0
-        signals: dict[str, float] = {}
+        if inc is None and not fast:
+            # Most scorings of a key with an open gate end below fire_score: the unrounded sum, with the
+            # off-hours signal at its most, bounds the score (each of the <= 8 roundings to 4 decimals moves
+            # it by <= 5e-5), so that the calendar, the roundings and the signals dict are skipped.
+            bound = (p.weight_spend * s_spend + p.weight_rate * s_rate + p.weight_enumeration * s_enum
+                     + p.weight_novelty * s_nov + p.weight_expensive * s_exp + p.weight_output * s_out
+                     + (p.weight_off_hours if gate else 0.0))
+            if bound < p.fire_score - 1e-3:
+                return None
+        off_hours = not self.context.calendar.is_business_hours(tid, t)
+        s_off = 1.0 if gate and off_hours else 0.0
+        # The score as the sum of the signals' contributions, each rounded as reported (the signals dict
+        # itself is only built for a finding).
+        score = 0.0
         if s_spend > 0.0 and p.weight_spend > 0.0:
-            signals["spend"] = _r(p.weight_spend * s_spend)
+            score += round(p.weight_spend * s_spend, 4)
         if s_rate > 0.0 and p.weight_rate > 0.0:
-            signals["rate"] = _r(p.weight_rate * s_rate)
+            score += round(p.weight_rate * s_rate, 4)
         if s_enum > 0.0 and p.weight_enumeration > 0.0:
-            signals["enumeration"] = _r(p.weight_enumeration * s_enum)
+            score += round(p.weight_enumeration * s_enum, 4)
         if s_nov > 0.0 and p.weight_novelty > 0.0:
-            signals["novelty"] = _r(p.weight_novelty * s_nov)
+            score += round(p.weight_novelty * s_nov, 4)
         if s_exp > 0.0 and p.weight_expensive > 0.0:
-            signals["expensive_model"] = _r(p.weight_expensive * s_exp)
+            score += round(p.weight_expensive * s_exp, 4)
         if s_out > 0.0 and p.weight_output > 0.0:
-            signals["output_share"] = _r(p.weight_output * s_out)
+            score += round(p.weight_output * s_out, 4)
         if s_off > 0.0 and p.weight_off_hours > 0.0:
-            signals["off_hours"] = _r(p.weight_off_hours * s_off)
-        score = min(1.0, sum(signals.values()))
+            score += round(p.weight_off_hours * s_off, 4)
+        if score > 1.0:
+            score = 1.0
+        summed = score
         risk = excess if excess > 0.0 else 0.0
         if fast:
             fast_risk = m_spend * 60.0 - expected
             if fast_risk > risk:
                 risk = fast_risk
             if score < p.fast_path_score:
-                signals["fast_path"] = _r(p.fast_path_score - score)
                 score = p.fast_path_score
         score = _r(score)
 
@@ -1157,7 +1169,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             if score >= p.clear_score and ((ratio15 >= p.ratio_tolerance and ex15 >= p.min_excess_usd_per_h)
                                            or s_enum > 0.0 or fast):
                 inc.last_hot = t
-            step = sum(1 for s in p.risk_steps_usd_per_hour if risk >= s)
+            step = 0
+            for s in p.risk_steps_usd_per_hour:
+                if risk >= s:
+                    step += 1
             if not (score >= inc.reported + p.score_step or step > inc.risk_step):
                 if score > inc.peak:
                     inc.peak = score
@@ -1170,6 +1185,23 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             inc.peak = score
         if risk > inc.peak_risk:
             inc.peak_risk = risk
+        signals: dict[str, float] = {}
+        if s_spend > 0.0 and p.weight_spend > 0.0:
+            signals["spend"] = _r(p.weight_spend * s_spend)
+        if s_rate > 0.0 and p.weight_rate > 0.0:
+            signals["rate"] = _r(p.weight_rate * s_rate)
+        if s_enum > 0.0 and p.weight_enumeration > 0.0:
+            signals["enumeration"] = _r(p.weight_enumeration * s_enum)
+        if s_nov > 0.0 and p.weight_novelty > 0.0:
+            signals["novelty"] = _r(p.weight_novelty * s_nov)
+        if s_exp > 0.0 and p.weight_expensive > 0.0:
+            signals["expensive_model"] = _r(p.weight_expensive * s_exp)
+        if s_out > 0.0 and p.weight_output > 0.0:
+            signals["output_share"] = _r(p.weight_output * s_out)
+        if s_off > 0.0 and p.weight_off_hours > 0.0:
+            signals["off_hours"] = _r(p.weight_off_hours * s_off)
+        if fast and summed < p.fast_path_score:
+            signals["fast_path"] = _r(p.fast_path_score - summed)
         evidence: dict[str, Any] = {
             "window": window,
             "observed_usd_per_hour": _r(observed),
