@@ -420,7 +420,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                     sh.since = t
                     self._queue(shape)
             n = sh.n
-            sh.n = n + 1
+            sh.n = n1 = n + 1
             if sh.owner != tenant:
                 others = sh.others
                 if tenant not in others:
@@ -430,7 +430,7 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
                     if len(others) < _MAX_OTHERS:
                         sh.others = (*others, _intern(tenant))
                         self._queue(shape)
-            elif sh.pub == _PUB_NO and n + 1 >= h.private_min_events and t - sh.since >= h.private_min_age_s \
+            elif sh.pub == _PUB_NO and n1 >= h.private_min_events and t - sh.since >= h.private_min_age_s \
                     and not sh.others:
                 sh.pub = _PUB_DUE
                 self._queue(shape)
