@@ -221,6 +221,14 @@ class FamilyRatio(Ratio, array_like=True, gc=False):
     novelty: Novelty | None = None
 
 
+# What finds an event's workload without its key string (see CacheCollapse._workload): raw model name,
+# feature, tenant, then the workload's key and state.
+Workload = tuple[str, "str | None", str, str, FamilyRatio]
+_NO_WORKLOADS: list[Workload] = []
+_MAX_MEMO = 16_384  # api keys remembered, at most (the memo starts afresh beyond)
+_MAX_MEMO_PER_KEY = 16  # (model, feature) pairs remembered per api key, at most
+
+
 class CacheIncident(msgspec.Struct, array_like=True, gc=False):
     entity_type: Literal["model", "prefix"]
     entity_id: str
@@ -314,6 +322,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         super().__init__(params, context, tenant_params)
         # Memo of model name -> family (a pure function of the price table, not state).
         self._families: dict[str, str] = {}
+        # api_key_id -> the workloads (by key) its events found lately, to find an event's workload
+        # without building and hashing its key string (see _workload). Not state: cleared whenever a
+        # workload leaves ``state.families`` (evicted, expired, restored), and when it grows too large.
+        self._workloads: dict[str, list[Workload]] = {}
         self._hot = HotParams(params)
         self._tenant_hot = {tenant: HotParams(tp) for tenant, tp in self.tenant_params.items()}
         # The start of the last event-time minute a key moved to: keys moved in the same minute share
@@ -339,9 +351,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         if self._tenant_hot:
             hot = self._tenant_hot.get(tenant, hot)
         model = event.model
-        family = self._families.get(model)
-        if family is None:
-            family = self._family(model)
+        feature = event.feature
         t: float = event.ts  # type: ignore[assignment]
         cached = event.cached_input_tokens
         if inp >= hot.min_cacheable_tokens:
@@ -349,28 +359,20 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             zero = 0 if cached else 1
         else:
             elig = zero = 0
-        state = self.state
         out: list[Finding] | None = None
 
         # workload: tenant x api key x model family x feature
+        fam: FamilyRatio | None = None
         if hot.by_key:
-            fkey = f"{tenant}\x1f{event.api_key_id}\x1f{family}\x1f{event.feature or ''}"
-        else:
-            fkey = f"{tenant}\x1f{family}\x1f{event.feature or ''}"
-        families = state.families
-        fam = families.get(fkey)
+            for w_model, w_feature, w_tenant, fkey, fam in self._workloads.get(event.api_key_id, _NO_WORKLOADS):  # noqa: B007
+                if w_model == model and w_feature == feature and w_tenant == tenant:
+                    break
+            else:
+                fam = None
         if fam is None:
-            fam = FamilyRatio(self._minute_of(t), inp, cached, elig, zero, model=_intern(model))
-            families[fkey] = fam
-            if self._front_family is None:
-                self._calm_until = -math.inf  # maybe the first key, of an empty keyspace
-            cap = max(1, hot.params.max_keys // 10)
-            if len(families) > cap:
-                evict_oldest(families, len(families) - cap, state.families_stats)
-                self._front_family = None
-                self._calm_until = -math.inf
-        elif t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
-            out = self._roll(fam, fkey, hot, event, t, fam, families)
+            fkey, fam = self._workload(event, hot, t)
+        if t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
+            out = self._roll(fam, fkey, hot, event, t, fam, self.state.families)
             # this event opens the new minute
             fam.m_in = inp
             fam.m_cached = cached
@@ -407,6 +409,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 return out
             novelty = fam.novelty = Novelty()  # a second prefix: from now on prefixes are followed one by one
         novelty.m_req += 1
+        state = self.state
         prefixes = state.prefixes
         pkey = prefix
         pre = prefixes.get(prefix)
@@ -447,6 +450,46 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 if zero:
                     pre.m_zero += 1
         return out
+
+    def _workload(self, event: UsageEvent, hot: HotParams, t: float) -> tuple[str, FamilyRatio]:
+        """The key and state of ``event``'s workload, created (empty, in ``t``'s minute) if new; remembered
+        in ``_workloads`` under its api key (by-key workloads), for the next events of the same
+        (tenant, model, feature).
+
+        An event's raw ``model`` and ``feature`` name one workload, so the memo matches them as they
+        come (feature None and "" are two entries of one workload, as are two versions of a family).
+        """
+        tenant = event.tenant_id
+        model = event.model
+        feature = event.feature
+        family = self._families.get(model) or self._family(model)
+        if hot.by_key:
+            fkey = f"{tenant}\x1f{event.api_key_id}\x1f{family}\x1f{feature or ''}"
+        else:
+            fkey = f"{tenant}\x1f{family}\x1f{feature or ''}"
+        state = self.state
+        families = state.families
+        fam = families.get(fkey)
+        if fam is None:
+            fam = FamilyRatio(self._minute_of(t), model=_intern(model))
+            families[fkey] = fam
+            if self._front_family is None:
+                self._calm_until = -math.inf  # maybe the first key, of an empty keyspace
+            cap = max(1, hot.params.max_keys // 10)
+            if len(families) > cap:
+                evict_oldest(families, len(families) - cap, state.families_stats)
+                self._front_family = None
+                self._calm_until = -math.inf
+                self._workloads.clear()
+        if hot.by_key:
+            workloads = self._workloads
+            if len(workloads) >= _MAX_MEMO:
+                workloads.clear()
+            seen = workloads.get(event.api_key_id)
+            if seen is None or len(seen) >= _MAX_MEMO_PER_KEY:
+                seen = workloads[event.api_key_id] = []
+            seen.append((model, feature, tenant, fkey, fam))
+        return fkey, fam
 
     def _minute_of(self, t: float) -> float:
         """The start of ``t``'s minute, the same float object for every key moved in that minute."""
@@ -764,7 +807,8 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             if front is None:
                 front = self._front_family = next(iter(families.values()))
             if front.moved <= recent:
-                expire_idle(families, now, ttl, state.families_stats)
+                if expire_idle(families, now, ttl, state.families_stats):
+                    self._workloads.clear()
                 self._front_family = None
                 calm = -math.inf
             else:
@@ -807,6 +851,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
     def restore(self, data: bytes) -> None:
         super().restore(data)
         self._front_family = self._front_prefix = None
+        self._workloads.clear()
         self._recovering = None
         self._calm_until = -math.inf
 
