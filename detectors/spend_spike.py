@@ -781,7 +781,14 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         st = self.state
         tid = event.tenant_id
         p = self.params_for(tid) if self.tenant_params else self.params
-        tn = touch(st.tenants, tid, t, _new_tenant, self._tenant_cap, st.tenant_stats)
+        tenants = st.tenants
+        tn = tenants.get(tid)
+        if tn is None:
+            tn = touch(tenants, tid, t, _new_tenant, self._tenant_cap, st.tenant_stats)
+        elif t - tn.moved > MOVE_EVERY:  # touch(), inline
+            del tenants[tid]
+            tenants[tid] = tn
+            tn.moved = t
         if hour > st.prior_hour:
             st.prior_hour = hour
         first = int(ks.last // 3600.0)
@@ -926,6 +933,58 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         d = km - pm
         return pm + w * d, w * kv + (1.0 - w) * pv + w * (1.0 - w) * d * d
 
+    def _expect_pair(self, base: bytearray | None, tn: TenantState | None, how: int,
+                     p: SpendSpikeParams) -> tuple[float, float, float]:
+        """:meth:`_expect` at ``how`` (mean and variance) and the mean at ``how + 1``, sharing the lookups."""
+        st = self.state
+        h = how % 168
+        h1 = (how + 1) % 168
+        prior_at = st.prior_at
+        if prior_at[h] != st.prior_hour:
+            self._refresh_prior(h)
+        if prior_at[h1] != st.prior_hour:
+            self._refresh_prior(h1)
+        prior = st.prior
+        i = 3 * h
+        pm = prior[i]
+        pv = prior[i + 1]
+        week = prior[i + 2]
+        i = 3 * h1
+        pm1 = prior[i]
+        week1 = prior[i + 2]
+        hod = how % 24
+        hod1 = (how + 1) % 24
+        if tn is not None:
+            tp = tn.prof
+            if tp is not None:
+                nt = tp[_TENANT_COUNTS + hod]
+                if nt:
+                    w = nt / (nt + p.shrink)
+                    pm += w * (_i16_at(tp, 2 * hod)[0] / _Q + week - pm)
+                    rv = tn.rv
+                    pv = w * (rv if rv >= 0.0 else pv) + (1.0 - w) * pv
+                nt = tp[_TENANT_COUNTS + hod1]
+                if nt:
+                    w = nt / (nt + p.shrink)
+                    pm1 += w * (_i16_at(tp, 2 * hod1)[0] / _Q + week1 - pm1)
+        if base is None:
+            return pm, pv, pm1
+        rv, folds = _RV_FOLDS.unpack_from(base, 8)
+        n = folds // 24
+        if n < 1:
+            n = 1
+        w = n / (n + p.prior_days)
+        q = _i16_at(base, _PROF_AT + 2 * hod)[0]
+        if q != _UNSET:
+            km = q / _Q + week
+            kv = rv if rv >= 0.0 else pv
+            d = km - pm
+            pm, pv = pm + w * d, w * kv + (1.0 - w) * pv + w * (1.0 - w) * d * d
+        q = _i16_at(base, _PROF_AT + 2 * hod1)[0]
+        if q != _UNSET:
+            pm1 += w * (q / _Q + week1 - pm1)
+        return pm, pv, pm1
+
     def _refresh_prior(self, how: int) -> None:
         """Take the population prior for hour-of-week ``how`` (at most once per hour of event time)."""
         st = self.state
@@ -946,8 +1005,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         """
         if prev is None:
             prev = self._expect(base, tn, how - 1, p)[0]
-        mu, var = self._expect(base, tn, how, p)
-        nxt = self._expect(base, tn, how + 1, p)[0]
+        mu, var, nxt = self._expect_pair(base, tn, how, p)
         sd = _sqrt(var)
         sd = p.sd_floor if sd < p.sd_floor else (p.sd_cap if sd > p.sd_cap else sd)
         top = prev  # max(prev, mu, nxt), inline
