@@ -378,7 +378,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             fam.m_cached = cached
             fam.m_elig = elig
             fam.m_zero = zero
-        else:
+        elif fam.m_in:
             fam.m_in += inp
             if cached:
                 fam.m_cached += cached
@@ -386,6 +386,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 fam.m_elig += 1
                 if zero:
                     fam.m_zero += 1
+        else:  # a new workload (its minute is empty, as no event counts 0 input tokens): this event opens it
+            fam.m_in = inp
+            fam.m_cached = cached
+            fam.m_elig = elig
+            fam.m_zero = zero
         alt = fam.alt
         if model != fam.model:
             if alt is None or model != alt.name:
