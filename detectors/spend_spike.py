@@ -101,6 +101,7 @@ from sentinel.events import UsageEvent
 
 _ATTACK: Final = {"framework": "MITRE ATLAS", "id": "AML.T0034", "name": "Cost Harvesting"}
 _INF: Final = math.inf
+_NEG_INF: Final = -math.inf
 _TAU_SHORT: Final = 900.0
 _TAU_LONG: Final = 10800.0
 _INV_SHORT: Final = -1.0 / _TAU_SHORT
@@ -287,7 +288,7 @@ class KeyState:
     """
 
     __slots__ = ("base", "cold", "fo", "fx", "g3h", "g15", "gr15", "h_reqs", "h_spend", "kapp", "kip", "last",
-                 "moved", "r15", "s3h", "s15")
+                 "moved", "q15", "r15", "s3h", "s15")
     moved: float
     last: float  # latest event time: the time the decayed sums were brought to
     h_spend: float  # spend of the hour being accumulated
@@ -302,6 +303,10 @@ class KeyState:
     g15: float  # s15 above this opens the evaluation (inf: not judged yet)
     g3h: float
     gr15: float
+    # s15 below this (and the other sums within their gates) lets an event with known sources and no 403/404
+    # stop at the common path: min(fast-path pre-gate, next float above g15); -inf while the key is busy,
+    # under per-tenant parameters, and after a restore (not snapshotted: the full test resets it).
+    q15: float
     base: bytearray | None
     cold: KeyCold | None
 
@@ -311,6 +316,7 @@ class KeyState:
         self.h_spend = self.s15 = self.s3h = self.r15 = 0.0
         self.h_reqs = self.fx = self.fo = self.kip = self.kapp = 0
         self.g15 = self.g3h = self.gr15 = _INF
+        self.q15 = _NEG_INF
         self.base = None
         self.cold = None
 
@@ -319,6 +325,7 @@ class KeyState:
         ks = cls.__new__(cls)
         for name in KeyRecord.__struct_fields__:
             setattr(ks, name, getattr(record, name))
+        ks.q15 = _NEG_INF
         return ks
 
 
@@ -588,6 +595,10 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
             fo = ks.fo
             ks.fo = fo + (100 * out // (out + event.input_tokens + 1) - fo) // 5
 
+        if known and s15 < ks.q15 and not (s3h > ks.g3h or r15 > ks.gr15):
+            status = event.status
+            if status != 403 and status != 404:
+                return None  # nothing going on: no minute sum, gates closed (the common case, see q15)
         cold = ks.cold
         if cold is None or not cold.busy:
             status = event.status
@@ -596,6 +607,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
                 if pre is None:
                     pre = self.params_for(event.tenant_id).fast_path_usd_per_min * _FAST_PREGATE
                 if s15 < pre and not (s15 > ks.g15 or s3h > ks.g3h or r15 > ks.gr15):
+                    ks.q15 = self._quick(ks.g15)
                     return None  # nothing going on: no minute sum, gates closed
             if cold is None:
                 cold = ks.cold = KeyCold()
@@ -659,9 +671,15 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         elif not (s15 > ks.g15 or ks.s3h > ks.g3h or ks.r15 > ks.gr15 or fast
                   or (er is not None and er >= p.enum_min_errors)):
             cold.hot_t = None
-            cold.busy = 0 if er is None and cold.nr15 is None and cold.ns3h is None else 1
+            if er is None and cold.nr15 is None and cold.ns3h is None:
+                cold.busy = 0
+                ks.q15 = self._quick(ks.g15)
+            else:
+                cold.busy = 1
+                ks.q15 = _NEG_INF
             return None
         cold.busy = 1
+        ks.q15 = _NEG_INF
         if cold.hot_t is None:
             cold.hot_t = t
         ne = cold.next_eval
@@ -1048,12 +1066,21 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         d = math.exp(-dt / _TAU_LONG)
         return (x3h * d) * _PER_H_LONG + rate * (1.0 - d) + floor
 
+    def _quick(self, g15: float) -> float:
+        """``KeyState.q15`` of a key that is not busy, for gate ``g15`` (-inf under per-tenant parameters)."""
+        pre = self._pregate
+        if pre is None:
+            return _NEG_INF
+        q = math.nextafter(g15, _INF)  # s15 < q is s15 <= g15
+        return pre if pre <= q else q
+
     def _prepare(self, ks: KeyState, base: bytearray | None, tn: TenantState, tid: str, hour: int, off: float,
                  p: SpendSpikeParams, prev: float | None = None) -> None:
         """Gates for this hour: the window sums above which the key is worth scoring."""
         t = hour * 3600.0
         if t - tn.born < p.tenant_warmup_s:
             ks.g15 = ks.g3h = ks.gr15 = _INF
+            ks.q15 = self._quick(_INF) if ks.cold is None or not ks.cold.busy else _NEG_INF
             return
         e15, e_now, sd = self._baseline_now(base, tn, hour_of_week_utc(t + 1800.0, off), p, prev)
         floor = p.spend_floor_usd_per_h
@@ -1076,7 +1103,8 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         lo = e15 + p.min_excess_usd_per_h
         if lo > g:
             g = lo
-        ks.g15 = (g - floor) / _PER_H_SHORT
+        g15 = ks.g15 = (g - floor) / _PER_H_SHORT
+        ks.q15 = self._quick(g15) if ks.cold is None or not ks.cold.busy else _NEG_INF
         g = e3h * _exp(tol)
         lo = e3h + p.min_excess_usd_per_h
         if lo > g:
