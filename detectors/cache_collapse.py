@@ -63,9 +63,10 @@ comes back sooner, e.g. bursty traffic, stays one incident), after
 from __future__ import annotations
 
 import math
+import operator
 import sys
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import msgspec
 from pydantic import Field
@@ -148,22 +149,8 @@ class Sums(NamedTuple):
     folded: float
 
 
-class Ratio(msgspec.Struct, array_like=True, gc=False):
-    """Sums of one key: those of the minute being filled, and decayed ones up to the last active minute.
-
-    ``moved`` is the start of the event-time minute being filled; the key moves to the end of its keyspace
-    when a new minute starts, so it doubles as the keyspace's touch time. ``m_in``/``m_cached`` sum the
-    minute's input and cached tokens, ``m_elig``/``m_zero`` count its cache-eligible requests and those
-    without any hit.
-
-    ``sums`` holds, as one tuple (:class:`Sums` names its fields), what is read and written only once
-    per key and minute: the decayed token sums (``fast_in``/``fast_cached``, ``base_in``/``base_cached``),
-    the decayed eligible / zero-hit counts (``z_elig``/``z_zero``), the active ``minutes`` folded so far,
-    and ``folded``, the start of the last folded minute (0.0 before the first; no event time is 0): the
-    decay of the minutes without traffic between it and the next minute folded is applied then, in one
-    multiplication. One tuple unpacked and rebuilt per fold costs less than eight struct attributes
-    read and written, and ``folded`` is the float object ``moved`` was (no new one per fold).
-    """
+class RatioRecord(msgspec.Struct, array_like=True, gc=False):
+    """How a :class:`Ratio` is stored in a snapshot: its fields, in this order, as one array."""
 
     moved: float
     m_in: int = 0
@@ -174,12 +161,9 @@ class Ratio(msgspec.Struct, array_like=True, gc=False):
     drop: Episode | None = None
 
 
-def sums(st: Ratio) -> Sums:
-    """The decayed sums of ``st`` by name (for the paths that run less than once per key and minute)."""
-    return Sums._make(st.sums)
+class PrefixRecord(RatioRecord, array_like=True, gc=False):
+    """How a :class:`PrefixRatio` is stored in a snapshot."""
 
-
-class PrefixRatio(Ratio, array_like=True, gc=False):
     tenant: str = ""
 
 
@@ -207,18 +191,120 @@ class Novelty(msgspec.Struct, array_like=True, gc=False):
     base: float = 0.0
 
 
-class FamilyRatio(Ratio, array_like=True, gc=False):
-    """A workload (tenant x api key x family x feature), with what naming the cause needs.
+class FamilyRecord(RatioRecord, array_like=True, gc=False):
+    """How a :class:`FamilyRatio` is stored in a snapshot."""
+
+    model: str = ""
+    prefix: str | None = None
+    alt: NewModel | None = None
+    novelty: Novelty | None = None
+
+
+# Per-key state as plain __slots__ classes rather than msgspec Structs: every event writes a few of
+# their fields (the minute's sums, and the sums and move of a new minute), and CPython specializes
+# attribute stores only for types with the default __setattr__, which a Struct overrides (a Struct
+# store costs ~12 ns more). Snapshots encode each as its *Record (same fields, same order: the same
+# bytes).
+_new_object = object.__new__
+
+
+class Ratio:
+    """Sums of one key: those of the minute being filled, and decayed ones up to the last active minute.
+
+    ``moved`` is the start of the event-time minute being filled; the key moves to the end of its keyspace
+    when a new minute starts, so it doubles as the keyspace's touch time. ``m_in``/``m_cached`` sum the
+    minute's input and cached tokens, ``m_elig``/``m_zero`` count its cache-eligible requests and those
+    without any hit.
+
+    ``sums`` holds, as one tuple (:class:`Sums` names its fields), what is read and written only once
+    per key and minute: the decayed token sums (``fast_in``/``fast_cached``, ``base_in``/``base_cached``),
+    the decayed eligible / zero-hit counts (``z_elig``/``z_zero``), the active ``minutes`` folded so far,
+    and ``folded``, the start of the last folded minute (0.0 before the first; no event time is 0): the
+    decay of the minutes without traffic between it and the next minute folded is applied then, in one
+    multiplication. One tuple unpacked and rebuilt per fold costs less than eight attributes read and
+    written, and ``folded`` is the float object ``moved`` was (no new one per fold).
+    """
+
+    __slots__ = ("drop", "m_cached", "m_elig", "m_in", "m_zero", "moved", "sums")
+    moved: float
+    m_in: int
+    m_cached: int
+    m_elig: int
+    m_zero: int
+    sums: SumsTuple
+    drop: Episode | None
+
+    def __init__(self, moved: float, m_in: int = 0, m_cached: int = 0, m_elig: int = 0, m_zero: int = 0) -> None:
+        self.moved = moved
+        self.m_in = m_in
+        self.m_cached = m_cached
+        self.m_elig = m_elig
+        self.m_zero = m_zero
+        self.sums = _NO_SUMS
+        self.drop = None
+
+
+def sums(st: Ratio) -> Sums:
+    """The decayed sums of ``st`` by name (for the paths that run less than once per key and minute)."""
+    return Sums._make(st.sums)
+
+
+class PrefixRatio(Ratio):
+    """A prompt prefix of a workload that uses several; fields as :class:`PrefixRecord`."""
+
+    __slots__ = ("tenant",)
+    tenant: str
+
+    def __init__(self, moved: float, m_in: int, m_cached: int, m_elig: int, m_zero: int, tenant: str) -> None:
+        super().__init__(moved, m_in, m_cached, m_elig, m_zero)
+        self.tenant = tenant
+
+
+class FamilyRatio(Ratio):
+    """A workload (tenant x api key x family x feature), with what naming the cause needs; fields as
+    :class:`FamilyRecord`.
 
     ``model`` is the incumbent raw model name, ``alt`` the newest other one. ``prefix`` is the
     workload's first prompt prefix: until a second one shows up the workload *is* that prefix and
     no prefix key is kept for it; from then on ``novelty`` counts never-seen prefixes.
     """
 
-    model: str = ""
-    prefix: str | None = None
-    alt: NewModel | None = None
-    novelty: Novelty | None = None
+    __slots__ = ("alt", "model", "novelty", "prefix")
+    model: str
+    prefix: str | None
+    alt: NewModel | None
+    novelty: Novelty | None
+
+    def __init__(self, moved: float, model: str) -> None:
+        super().__init__(moved)
+        self.model = model
+        self.prefix = None
+        self.alt = None
+        self.novelty = None
+
+
+_RatioT = TypeVar("_RatioT", FamilyRatio, PrefixRatio)
+
+# Reads a state's fields in its record's order (one C call).
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    FamilyRatio: operator.attrgetter(*FamilyRecord.__struct_fields__),
+    PrefixRatio: operator.attrgetter(*PrefixRecord.__struct_fields__),
+}
+
+
+def _encode_state(obj: object) -> Any:
+    """msgspec ``enc_hook``: a FamilyRatio/PrefixRatio is written as its record's array."""
+    fields = _FIELDS.get(obj.__class__)
+    if fields is None:
+        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+    return fields(obj)
+
+
+def _from_record(cls: type[_RatioT], record: RatioRecord) -> _RatioT:
+    obj: _RatioT = _new_object(cls)
+    for name in record.__struct_fields__:
+        setattr(obj, name, getattr(record, name))
+    return obj
 
 
 # What finds an event's workload without its key string (see CacheCollapse._workload): raw model name,
@@ -242,11 +328,26 @@ class CacheIncident(msgspec.Struct, array_like=True, gc=False):
 
 
 class CacheCollapseState(msgspec.Struct):
+    # Per-key states are plain objects (see Ratio): the detector snapshots and restores with hooks.
     families: dict[str, FamilyRatio] = msgspec.field(default_factory=dict)
     prefixes: dict[str, PrefixRatio] = msgspec.field(default_factory=dict)
     incidents: dict[str, CacheIncident] = msgspec.field(default_factory=dict)
     families_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
     prefixes_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+
+
+class _StateRecord(msgspec.Struct):
+    """How :class:`CacheCollapseState` is read back from a snapshot (per-key states as records)."""
+
+    families: dict[str, FamilyRecord] = msgspec.field(default_factory=dict)
+    prefixes: dict[str, PrefixRecord] = msgspec.field(default_factory=dict)
+    incidents: dict[str, CacheIncident] = msgspec.field(default_factory=dict)
+    families_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+    prefixes_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_state)
+_decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
 def _clamp(x: float) -> float:
@@ -853,8 +954,16 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         self._calm_until = calm
         return out or None
 
+    def snapshot(self) -> bytes:
+        return _encoder.encode(self.state)
+
     def restore(self, data: bytes) -> None:
-        super().restore(data)
+        rec = _decoder.decode(data)
+        self.state = CacheCollapseState(
+            families={key: _from_record(FamilyRatio, r) for key, r in rec.families.items()},
+            prefixes={key: _from_record(PrefixRatio, r) for key, r in rec.prefixes.items()},
+            incidents=rec.incidents, families_stats=rec.families_stats, prefixes_stats=rec.prefixes_stats,
+        )
         self._front_family = self._front_prefix = None
         self._workloads.clear()
         self._recovering = None
