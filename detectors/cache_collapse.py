@@ -256,7 +256,14 @@ class PrefixRatio(Ratio):
     tenant: str
 
     def __init__(self, moved: float, m_in: int, m_cached: int, m_elig: int, m_zero: int, tenant: str) -> None:
-        super().__init__(moved, m_in, m_cached, m_elig, m_zero)
+        # As Ratio.__init__, inline: a workload with prefix churn makes one per request.
+        self.moved = moved
+        self.m_in = m_in
+        self.m_cached = m_cached
+        self.m_elig = m_elig
+        self.m_zero = m_zero
+        self.sums = _NO_SUMS
+        self.drop = None
         self.tenant = tenant
 
 
@@ -379,12 +386,14 @@ class HotParams:
         "base_factor",
         "by_key",
         "clear_zero_share",
+        "family_cap",
         "fast_factor",
         "min_abs_drop",
         "min_cacheable_tokens",
         "min_window_tokens",
         "model_lookback_s",
         "params",
+        "prefix_cap",
         "warm_minutes",
         "warm_tokens",
     )
@@ -401,6 +410,9 @@ class HotParams:
         self.min_abs_drop = p.min_abs_drop
         self.clear_zero_share = p.clear_zero_share
         self.model_lookback_s = p.model_lookback_s
+        # max_keys is shared: a tenth for workloads, the rest for prefixes
+        self.family_cap = max(1, p.max_keys // 10)
+        self.prefix_cap = p.max_keys - self.family_cap
 
 
 @register
@@ -524,11 +536,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             pre = prefixes.get(pkey)
         if pre is None:
             novelty.m_new += 1
-            p = hot.params
-            cap = p.max_keys - max(1, p.max_keys // 10)
+            cap = hot.prefix_cap
             if cap <= 0:
                 return out
-            pre = PrefixRatio(self._minute_of(t), inp, cached, elig, zero, tenant=_intern(tenant))
+            pre = PrefixRatio(self._minute_of(t), inp, cached, elig, zero, _intern(tenant))
             prefixes[pkey] = pre
             if self._front_prefix is None:
                 self._calm_until = -math.inf
@@ -581,7 +592,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             families[fkey] = fam
             if self._front_family is None:
                 self._calm_until = -math.inf  # maybe the first key, of an empty keyspace
-            cap = max(1, hot.params.max_keys // 10)
+            cap = hot.family_cap
             if len(families) > cap:
                 evict_oldest(families, len(families) - cap, state.families_stats)
                 self._front_family = None
