@@ -385,15 +385,24 @@ class HotParams:
     __slots__ = (
         "base_factor",
         "by_key",
+        "clear_drop",
         "clear_zero_share",
+        "cusum_h",
+        "cusum_k",
         "family_cap",
         "fast_factor",
+        "gaps",
+        "max_incident_s",
         "min_abs_drop",
         "min_cacheable_tokens",
+        "min_duration_s",
+        "min_episode_requests",
         "min_window_tokens",
+        "min_zero_share",
         "model_lookback_s",
         "params",
         "prefix_cap",
+        "recover_s",
         "warm_minutes",
         "warm_tokens",
     )
@@ -404,15 +413,38 @@ class HotParams:
         self.min_cacheable_tokens = p.min_cacheable_tokens
         self.fast_factor = _factor(p.fast_half_life_s)
         self.base_factor = _factor(p.base_half_life_s)
+        # seconds without traffic between two folded minutes -> (fast, base) decay over them (see gap)
+        self.gaps: dict[float, tuple[float, float]] = {}
         self.warm_minutes = p.warm_minutes
         self.warm_tokens = p.warm_tokens
         self.min_window_tokens = p.min_window_tokens
         self.min_abs_drop = p.min_abs_drop
         self.clear_zero_share = p.clear_zero_share
         self.model_lookback_s = p.model_lookback_s
+        # read when a warm key's minute shows a drop or an incident is waiting out its recovery
+        self.clear_drop = p.min_abs_drop * p.clear_frac
+        self.recover_s = p.recover_s
+        self.cusum_k = p.cusum_k
+        self.cusum_h = p.cusum_h
+        self.max_incident_s = p.max_incident_s
+        self.min_duration_s = p.min_duration_s
+        self.min_episode_requests = p.min_episode_requests
+        self.min_zero_share = p.min_zero_share
         # max_keys is shared: a tenth for workloads, the rest for prefixes
         self.family_cap = max(1, p.max_keys // 10)
         self.prefix_cap = p.max_keys - self.family_cap
+
+    def gap(self, idle: float) -> tuple[float, float]:
+        """The fast and base decay factors over ``idle`` seconds, memoised (up to 4,096 lengths).
+
+        ``idle`` spans whole minutes (minute starts are whole multiples of 60 s, exact in a double: so is
+        their difference, and its quotient), so the same lengths keep recurring.
+        """
+        minutes = idle / 60.0
+        factors = (self.fast_factor ** minutes, self.base_factor ** minutes)
+        if len(self.gaps) < 4096:
+            self.gaps[idle] = factors
+        return factors
 
 
 @register
@@ -633,11 +665,9 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         bf = hot.base_factor
         fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, folded = st.sums
         closing = st.moved
-        if closing - folded > 60.0 and folded:
-            # Whole minutes in seconds, exact in a double: so is their difference, and its quotient.
-            gap = (closing - folded) / 60.0
-            gf = ff ** gap
-            gb = bf ** gap
+        idle = closing - folded
+        if idle > 60.0 and folded:
+            gf, gb = hot.gaps.get(idle) or hot.gap(idle)
         else:
             gf = ff
             gb = bf
@@ -691,7 +721,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 recovering = self._recovering = sum(1 for inc in self.state.incidents.values() if inc.cleared)
             if not recovering:
                 return None
-        found = self._judge(st, key, hot.params, event, t, fam, base, cur, zero_share)
+        found = self._judge(st, key, hot, event, t, fam, base, cur, zero_share)
         return None if found is None else [found]
 
     def _family(self, model: str) -> str:
@@ -703,7 +733,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     # -- once per key and minute ------------------------------------------------------------------------
 
-    def _judge(self, st: Ratio, key: str, p: CacheCollapseParams, event: UsageEvent, t: float,
+    def _judge(self, st: Ratio, key: str, hot: HotParams, event: UsageEvent, t: float,
                fam: FamilyRatio, base: float, cur: float, zero_share: float) -> Finding | None:
         """Judge the minute that just ended for a warm ``st``; returns a finding to emit, if any.
 
@@ -713,22 +743,22 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         drop = st.drop
         incidents = self.state.incidents
         if drop is None:
-            if x < p.min_abs_drop or zero_share < p.clear_zero_share:
+            if x < hot.min_abs_drop or zero_share < hot.clear_zero_share:
                 if not incidents:
                     return None
                 ikey = ("f" if st is fam else "p") + key
                 inc = incidents.get(ikey)
-                if inc is None or not inc.cleared or t - inc.cleared < p.recover_s:
+                if inc is None or not inc.cleared or t - inc.cleared < hot.recover_s:
                     return None
                 del incidents[ikey]
                 self._recovering = None
                 return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4),
                                                "zero_hit_share": round(zero_share, 4)}, "recovered")
             drop = st.drop = Episode(0.0, t)
-        s = cusum_down(drop, cur, base, p.cusum_k, t)
+        s = cusum_down(drop, cur, base, hot.cusum_k, t)
         ikey = ("f" if st is fam else "p") + key
         inc = incidents.get(ikey) if incidents else None
-        if x < p.min_abs_drop * p.clear_frac or zero_share < p.clear_zero_share:
+        if x < hot.clear_drop or zero_share < hot.clear_zero_share:
             # Recovering. A firing incident stays open for recover_s, so that a collapse which comes
             # back (bursty traffic, another client of the same workload in between) stays one incident.
             st.drop = None
@@ -740,7 +770,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             inc.cleared = 0.0
             self._recovering = None
         since = drop.since if drop.since > 0.0 else t
-        if t - since > p.max_incident_s:
+        if t - since > hot.max_incident_s:
             # Down for days: this is the new normal. Relearn from the current level.
             st.drop = None
             now = sums(st)
@@ -751,18 +781,18 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             self._recovering = None
             return self._resolved(inc, t, {"hit_ratio": round(cur, 4), "baseline_hit_ratio": round(base, 4)},
                                   "accepted_as_new_baseline")
-        if x < p.min_abs_drop:
+        if x < hot.min_abs_drop:
             return None
         if inc is None and (
-            t - since < p.min_duration_s
-            or s < p.cusum_h
-            or drop.eligible < p.min_episode_requests
-            or drop.zero < p.min_zero_share * drop.eligible
+            t - since < hot.min_duration_s
+            or s < hot.cusum_h
+            or drop.eligible < hot.min_episode_requests
+            or drop.zero < hot.min_zero_share * drop.eligible
         ):
             return None
         if st is not fam and fam.drop is not None:
             return None  # the workload's own alert covers it
-        return self._fire(st, key, ikey, p, event, t, fam, base, cur, zero_share, drop, since, inc)
+        return self._fire(st, key, ikey, hot.params, event, t, fam, base, cur, zero_share, drop, since, inc)
 
     def _fire(self, st: Ratio, key: str, ikey: str, p: CacheCollapseParams, event: UsageEvent, t: float,
               fam: FamilyRatio, base: float, cur: float, zero_share: float, drop: Episode, since: float,
@@ -779,10 +809,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             "cost": p.weight_cost * _clamp(math.log1p(extra) / math.log1p(p.cost_full_usd_per_day)),
         }
         score = score_now = _clamp(sum(signals.values()))
-        cause, cause_evidence = self._cause(st, fam, p, since)
         if inc is None:
             if score < p.fire_score or len(self.state.incidents) >= p.max_keys:
                 return None
+            cause, cause_evidence = self._cause(st, fam, p, since)
             if cause == "traffic_mix" and drop.eligible < p.mix_min_episode_requests:
                 return None  # no structural cause in an aggregate: wait for more evidence
             is_family = st is fam
@@ -798,6 +828,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             self._calm_until = -math.inf
             title = f"Prompt-cache hit ratio collapsed ({cause.replace('_', ' ')})"
         elif score >= inc.score + p.score_step or extra >= inc.extra_usd_per_day * p.cost_step:
+            cause, cause_evidence = self._cause(st, fam, p, since)
             # The score only goes up while the incident fires; this minute's score stays in the evidence.
             score_now = score
             score = inc.score = max(inc.score, score)
