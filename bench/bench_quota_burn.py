@@ -9,17 +9,15 @@ to its table through :func:`rows`.
 
 from __future__ import annotations
 
-import gc
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import Reference, drive  # bench/ is on sys.path: the script's folder
+
 from detectors.base import BudgetInfo, DetectorContext
 from detectors.quota_burn import QuotaBurn, QuotaBurnParams
-from sentinel.events import UsageEvent
 from tests.contract.streams.spend_spike import context as priced_context
 from tests.synth import background
 
@@ -35,43 +33,13 @@ def context() -> DetectorContext:
     return DetectorContext(calendar=ctx.calendar, prices=ctx.prices, tenants=ctx.tenants, budgets=BUDGETS)
 
 
-def drive(det: Any, events: list[UsageEvent]) -> float:
-    upd = det.update
-    tick = det.tick
-    next_tick = (events[0].t // 60.0 + 1) * 60.0
-    gc.collect()
-    t0 = time.process_time()
-    for ev in events:
-        if ev.ts >= next_tick:  # type: ignore[operator]
-            while ev.ts >= next_tick:  # type: ignore[operator]
-                tick(next_tick)
-                next_tick += 60.0
-        upd(ev)
-    return time.process_time() - t0
-
-
-class _Reference:
-    def __init__(self) -> None:
-        self.d: dict[str, list[float]] = {}
-
-    def update(self, e: UsageEvent) -> None:
-        st = self.d.get(e.api_key_id)
-        if st is None:
-            st = self.d[e.api_key_id] = [0.0, 0.0]
-        st[0] += e.cost_usd or 0.0
-        st[1] += 1.0
-
-    def tick(self, now: float) -> None:
-        return None
-
-
 def measure(quick: bool = False) -> dict[str, float]:
     ctx = context()
     events = background(days=1.5 if quick else 7.0, seed=11, rate_per_min=20.0)
     for e in events:
         e.cost_usd = ctx.prices.resolve(e.model).cost(e.input_tokens, e.output_tokens, e.cached_input_tokens,
                                                       e.cache_write_tokens)
-    ref = min(drive(_Reference(), events) for _ in range(3))
+    ref = min(drive(Reference(), events) for _ in range(3))
     best = float("inf")
     det = QuotaBurn(QuotaBurnParams(), ctx)
     for _ in range(3):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import gzip
 import sys
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402  (bench/ is on sys.path: the script's folder)
 
 from detectors import registry  # noqa: E402
 from detectors.base import Detector  # noqa: E402
@@ -39,21 +40,6 @@ NAMES = ("runaway_loop", "cache_collapse")
 def make(name: str) -> Detector[Any, Any]:
     cls = registry.get(name)
     return cls(cls.Params(), load_rules(None).context())
-
-
-def drive(det: Detector[Any, Any], events: list[UsageEvent]) -> float:
-    """Process CPU seconds for ``update`` and the 60 s ticks over ``events``."""
-    upd = det.update
-    tick = det.tick
-    next_tick = (events[0].t // 60.0 + 1) * 60.0
-    t0 = time.process_time()
-    for ev in events:
-        if ev.ts >= next_tick:  # type: ignore[operator]
-            while ev.ts >= next_tick:  # type: ignore[operator]
-                tick(next_tick)
-                next_tick += 60.0
-        upd(ev)
-    return time.process_time() - t0
 
 
 def synthetic(n: int) -> list[UsageEvent]:
@@ -87,7 +73,7 @@ def sample(n: int) -> list[UsageEvent]:
 
 
 def us_per_event(name: str, events: list[UsageEvent]) -> float:
-    return min(drive(make(name), events) for _ in range(3)) / len(events) * 1e6
+    return harness.us_per_event(lambda: make(name), events)
 
 
 def distinct_keys(n: int, start: float) -> Iterator[UsageEvent]:

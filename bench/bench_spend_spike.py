@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import gc
 import sys
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import Reference, us_per_event  # bench/ is on sys.path: the script's folder
 
 from detectors.base import Detector, DetectorContext
 from detectors.spend_spike import SpendSpike, SpendSpikeParams
@@ -38,43 +39,6 @@ def priced(events: list[UsageEvent], ctx: DetectorContext) -> list[UsageEvent]:
             e.cost_usd = ctx.prices.resolve(e.model).cost(e.input_tokens, e.output_tokens, e.cached_input_tokens,
                                                           e.cache_write_tokens)
     return events
-
-
-class _Reference:
-    """The cheapest keyed detector imaginable: calibrates the machine's speed."""
-
-    def __init__(self) -> None:
-        self.d: dict[str, list[float]] = {}
-
-    def update(self, e: UsageEvent) -> None:
-        st = self.d.get(e.api_key_id)
-        if st is None:
-            st = self.d[e.api_key_id] = [0.0, 0.0]
-        st[0] += e.cost_usd or 0.0
-        st[1] += 1.0
-
-    def tick(self, now: float) -> None:
-        return None
-
-
-def drive(det: Any, events: list[UsageEvent]) -> float:
-    """CPU seconds for ``update`` of every event plus a tick at each 60 s boundary."""
-    upd = det.update
-    tick = det.tick
-    next_tick = (events[0].t // 60.0 + 1) * 60.0
-    gc.collect()
-    t0 = time.process_time()
-    for ev in events:
-        if ev.ts >= next_tick:  # type: ignore[operator]
-            while ev.ts >= next_tick:  # type: ignore[operator]
-                tick(next_tick)
-                next_tick += 60.0
-        upd(ev)
-    return time.process_time() - t0
-
-
-def us_per_event(make: Any, events: list[UsageEvent], repeat: int = 3) -> float:
-    return min(drive(make(), events) for _ in range(repeat)) / len(events) * 1e6
 
 
 def fresh_keys(n: int) -> Iterator[UsageEvent]:
@@ -120,7 +84,7 @@ def measure(quick: bool = False) -> dict[str, float]:
     days = 1.5 if quick else 7.0
     events = priced(background(days=days, seed=11, rate_per_min=20.0), ctx)
     out: dict[str, float] = {"events": float(len(events))}
-    out["ref_us"] = us_per_event(_Reference, events)
+    out["ref_us"] = us_per_event(Reference, events)
     out["us"] = us_per_event(lambda: SpendSpike(SpendSpikeParams(), ctx), events)
     n_fresh = 10_000 if quick else 100_000
     keys, snap, heap = state_per_key(SpendSpike(SpendSpikeParams(max_keys=2 * n_fresh), ctx), fresh_keys(n_fresh))

@@ -18,6 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import harness  # bench/ is on sys.path: the script's folder
+
 from detectors import registry
 from detectors.base import Detector
 from sentinel.events import UsageEvent
@@ -43,22 +45,7 @@ def traffic(n: int) -> list[UsageEvent]:
 
 
 def us_per_event(name: str, events: list[UsageEvent], repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        det = make(name)
-        upd = det.update
-        tick = det.tick
-        next_tick = (events[0].t // 60.0 + 1) * 60.0
-        gc.collect()
-        t0 = time.process_time()
-        for ev in events:
-            if ev.ts >= next_tick:  # type: ignore[operator]
-                while ev.ts >= next_tick:  # type: ignore[operator]
-                    tick(next_tick)
-                    next_tick += 60.0
-            upd(ev)
-        best = min(best, time.process_time() - t0)
-    return best / len(events) * 1e6
+    return harness.us_per_event(lambda: make(name), events, repeat)
 
 
 def loop_overhead(events: list[UsageEvent]) -> float:
