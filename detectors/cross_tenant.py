@@ -58,16 +58,16 @@ data out through other channels, so neither is used.
 from __future__ import annotations
 
 import math
-import operator
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import msgspec
 from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
+from detectors.records import from_record, new_object, record_encoder
 from detectors.registry import register
 from sentinel.events import UsageEvent
 
@@ -175,7 +175,6 @@ class ShapeRecord(msgspec.Struct, array_like=True, gc=False):
 # stores for types with the default __setattr__, which a Struct overrides (a Struct store costs
 # ~25 ns more). Snapshots encode each as its *Record (same fields, same order: the same bytes).
 
-_new_object = object.__new__
 # Tenant ids kept in per-key state are interned: the few tenants' strings are then shared by every
 # key (less memory) and stay in cache for the per-event owner/home comparisons.
 _intern = sys.intern
@@ -219,31 +218,6 @@ class ShapeState:
     sent: int
 
 
-_Slotted = TypeVar("_Slotted", KeyState, UserState, ShapeState)
-
-# Reads a state's fields in its record's order (one C call).
-_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    KeyState: operator.attrgetter(*KeyRecord.__struct_fields__),
-    UserState: operator.attrgetter(*UserRecord.__struct_fields__),
-    ShapeState: operator.attrgetter(*ShapeRecord.__struct_fields__),
-}
-
-
-def _encode_state(obj: object) -> Any:
-    """msgspec ``enc_hook``: a KeyState/UserState/ShapeState is written as its record's array."""
-    fields = _FIELDS.get(obj.__class__)
-    if fields is None:
-        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
-    return fields(obj)
-
-
-def _from_record(cls: type[_Slotted], record: msgspec.Struct) -> _Slotted:
-    obj: _Slotted = _new_object(cls)
-    for name in record.__struct_fields__:
-        setattr(obj, name, getattr(record, name))
-    return obj
-
-
 class CrossTenantState(msgspec.Struct):
     # Per-key states are plain objects (see KeyState): the detector snapshots and restores with hooks.
     keys: dict[str, KeyState] = msgspec.field(default_factory=dict)
@@ -277,7 +251,7 @@ class _StateRecord(msgspec.Struct):
     now: float = 0.0
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_state)
+_encoder = record_encoder((KeyState, KeyRecord), (UserState, UserRecord), (ShapeState, ShapeRecord))
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
@@ -303,7 +277,7 @@ class _Hot(msgspec.Struct, frozen=True, gc=False):
 
 
 def _new_key(t: float) -> KeyState:
-    k: KeyState = _new_object(KeyState)
+    k: KeyState = new_object(KeyState)
     k.moved = t
     k.home = ""
     k.win_end = k.base_rare = 0.0
@@ -313,7 +287,7 @@ def _new_key(t: float) -> KeyState:
 
 
 def _new_user(t: float) -> UserState:
-    u: UserState = _new_object(UserState)
+    u: UserState = new_object(UserState)
     u.moved = t
     u.home = ""
     u.others = ()
@@ -322,7 +296,7 @@ def _new_user(t: float) -> UserState:
 
 
 def _new_shape(t: float) -> ShapeState:
-    sh: ShapeState = _new_object(ShapeState)
+    sh: ShapeState = new_object(ShapeState)
     sh.moved = t
     sh.owner = ""
     sh.since = 0.0
@@ -760,9 +734,9 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
     def restore(self, data: bytes) -> None:
         rec = _decoder.decode(data)
         self.state = CrossTenantState(
-            keys={key: _from_record(KeyState, r) for key, r in rec.keys.items()},
-            users={uid: _from_record(UserState, r) for uid, r in rec.users.items()},
-            shapes={shape: _from_record(ShapeState, r) for shape, r in rec.shapes.items()},
+            keys={key: from_record(KeyState, r) for key, r in rec.keys.items()},
+            users={uid: from_record(UserState, r) for uid, r in rec.users.items()},
+            shapes={shape: from_record(ShapeState, r) for shape, r in rec.shapes.items()},
             outbox=rec.outbox, open=rec.open, key_stats=rec.key_stats, user_stats=rec.user_stats,
             shape_stats=rec.shape_stats, outbox_dropped=rec.outbox_dropped, now=rec.now,
         )

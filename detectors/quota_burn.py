@@ -64,7 +64,6 @@ remaining, every burn rate with its windows, projected exhaustion time
 from __future__ import annotations
 
 import math
-import operator
 import struct
 from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime
@@ -75,6 +74,7 @@ from pydantic import Field
 
 from detectors.base import BudgetInfo, Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
+from detectors.records import record_encoder
 from detectors.registry import register
 from sentinel.events import UsageEvent
 
@@ -202,17 +202,6 @@ class BudgetState:
         self.alerts = alerts  # notices, exhaustion, open incident; None while there are none
 
 
-# Reads a BudgetState's slots in BudgetRecord order (one C call).
-_budget_fields = operator.attrgetter(*BudgetRecord.__struct_fields__)
-
-
-def _encode_budget(obj: object) -> Any:
-    """msgspec ``enc_hook``: a BudgetState is written as its BudgetRecord array."""
-    if obj.__class__ is BudgetState:
-        return _budget_fields(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
-
-
 class QuotaBurnState(msgspec.Struct):
     # Budgets are plain objects (see BudgetState): the detector snapshots and restores with hooks for them.
     budgets: dict[str, BudgetState] = msgspec.field(default_factory=dict)
@@ -226,7 +215,7 @@ class _StateRecord(msgspec.Struct):
     stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_budget)
+_encoder = record_encoder((BudgetState, BudgetRecord))
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 _astuple = msgspec.structs.astuple
 

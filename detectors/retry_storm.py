@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -52,6 +51,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats
+from detectors.records import from_record, new_object, record_encoder
 from detectors.registry import register
 from detectors.stats import alpha_for_half_life
 from sentinel.events import UsageEvent
@@ -131,7 +131,6 @@ class FeatureKeyRecord(msgspec.Struct, array_like=True, gc=False):
     inc: Incident | None = None
 
 
-_new_object = object.__new__
 
 
 class FeatureKeyState:
@@ -178,23 +177,10 @@ class FeatureKeyState:
 
     @classmethod
     def from_record(cls, key: str, record: FeatureKeyRecord) -> FeatureKeyState:
-        k = _new_object(cls)
-        for name in FeatureKeyRecord.__struct_fields__:
-            setattr(k, name, getattr(record, name))
+        k = from_record(cls, record)
         k.key = key
         k.api_key = k.feature = k.nxt = None
         return k
-
-
-# Reads a FeatureKeyState's fields in FeatureKeyRecord order (one C call).
-_key_fields = operator.attrgetter(*FeatureKeyRecord.__struct_fields__)
-
-
-def _encode_key(obj: object) -> Any:
-    """msgspec ``enc_hook``: a FeatureKeyState is written as its FeatureKeyRecord array."""
-    if obj.__class__ is FeatureKeyState:
-        return _key_fields(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
 class RetryStormState(msgspec.Struct):
@@ -223,12 +209,12 @@ class _StateRecord(msgspec.Struct):
     request_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_key)
+_encoder = record_encoder((FeatureKeyState, FeatureKeyRecord))
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
 def _new_key(key: str, t: float) -> FeatureKeyState:
-    k: FeatureKeyState = _new_object(FeatureKeyState)
+    k: FeatureKeyState = new_object(FeatureKeyState)
     k.key = key
     k.api_key = k.feature = k.nxt = None
     k.moved = t

@@ -48,7 +48,6 @@ the session has been quiet for ``quiet_s``.
 from __future__ import annotations
 
 import math
-import operator
 import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -58,6 +57,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, evict_oldest, expire_idle, touch
+from detectors.records import from_record, new_object, record_encoder
 from detectors.registry import register
 from detectors.stats import Ewm, alpha_for_half_life, ewm_update
 from sentinel.events import UsageEvent
@@ -119,7 +119,6 @@ class RunRecord(msgspec.Struct, array_like=True, gc=False):
     turn_cost: float = 0.0
 
 
-_new_object = object.__new__
 
 
 class Run:
@@ -133,7 +132,7 @@ class Run:
     fields, and CPython only specializes attribute stores for types with the default
     ``__setattr__``, which a Struct overrides (a Struct store costs ~25 ns more). Snapshots
     encode it as a :class:`RunRecord` (same fields, same order, so the same bytes). Made by
-    :func:`_first_turn` (a new run) or :meth:`from_record` (a restored one).
+    :func:`_first_turn` (a new run) or :func:`detectors.records.from_record` (a restored one).
     """
 
     __slots__ = ("cost", "first_in", "gap_mean", "gap_var", "last", "last_in", "moved", "n", "rep", "shape",
@@ -153,18 +152,12 @@ class Run:
     cost: float
     turn_cost: float
 
-    @classmethod
-    def from_record(cls, record: RunRecord) -> Run:
-        run = _new_object(cls)
-        for name in RunRecord.__struct_fields__:
-            setattr(run, name, getattr(record, name))
-        return run
 
 
 def _first_turn(t: float, tenant: str, inp: int, cost: float) -> Run:
     """A run opened by its first turn (a plain function: instantiating a class with an ``__init__``
     costs about twice as much in CPython 3.11, and 1 in 5 events opens a run)."""
-    st: Run = _new_object(Run)
+    st: Run = new_object(Run)
     st.moved = st.start = st.last = t
     st.tenant = tenant
     st.n = 1
@@ -174,17 +167,6 @@ def _first_turn(t: float, tenant: str, inp: int, cost: float) -> Run:
     st.gap_mean = st.gap_var = 0.0
     st.cost = st.turn_cost = cost
     return st
-
-
-# Reads a Run's fields in RunRecord order (one C call).
-_run_fields = operator.attrgetter(*RunRecord.__struct_fields__)
-
-
-def _encode_run(obj: object) -> Any:
-    """msgspec ``enc_hook``: a Run is written as its RunRecord array."""
-    if obj.__class__ is Run:
-        return _run_fields(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
 class AgentRuns(msgspec.Struct, array_like=True, gc=False):
@@ -228,7 +210,7 @@ class _StateRecord(msgspec.Struct):
     agents_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_run)
+_encoder = record_encoder((Run, RunRecord))
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
@@ -612,7 +594,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
     def restore(self, data: bytes) -> None:
         rec = _decoder.decode(data)
         self.state = RunawayLoopState(
-            runs={key: Run.from_record(r) for key, r in rec.runs.items()},
+            runs={key: from_record(Run, r) for key, r in rec.runs.items()},
             agents=rec.agents,
             incidents=rec.incidents,
             runs_stats=rec.runs_stats,

@@ -77,7 +77,6 @@ so the attack is not learned as normal.
 from __future__ import annotations
 
 import math
-import operator
 import struct
 import zlib
 from typing import Any, ClassVar, Final
@@ -87,6 +86,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
+from detectors.records import from_record, record_encoder
 from detectors.registry import register
 from detectors.seasonal import (
     SeasonalBaseline,
@@ -322,22 +322,9 @@ class KeyState:
 
     @classmethod
     def from_record(cls, record: KeyRecord) -> KeyState:
-        ks = cls.__new__(cls)
-        for name in KeyRecord.__struct_fields__:
-            setattr(ks, name, getattr(record, name))
+        ks = from_record(cls, record)
         ks.q15 = _NEG_INF
         return ks
-
-
-# Reads a KeyState's fields in KeyRecord order (one C call).
-_key_fields = operator.attrgetter(*KeyRecord.__struct_fields__)
-
-
-def _encode_key(obj: object) -> Any:
-    """msgspec ``enc_hook``: a KeyState is written as its KeyRecord array."""
-    if obj.__class__ is KeyState:
-        return _key_fields(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
 class TenantState(msgspec.Struct, array_like=True, gc=False):
@@ -403,7 +390,7 @@ class _StateRecord(msgspec.Struct):
     tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_key)
+_encoder = record_encoder((KeyState, KeyRecord))
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from detectors.base import DetectorContext, Finding
-from detectors.spend_spike import SpendSpike, SpendSpikeParams, _encode_key
+from detectors.spend_spike import SpendSpike, SpendSpikeParams, _encoder
 from sentinel.events import UsageEvent
 from sentinel.rules import PricesFile, RuleSet, TenantRules, TenantsFile
 from tests.contract.streams.spend_spike import PRICES, attack
@@ -394,7 +394,7 @@ def test_state_is_small_per_key() -> None:
     det = detector()
     run(det, events)
     st = det.state
-    per_key = len(msgspec.msgpack.encode(st.keys, enc_hook=_encode_key)) / len(st.keys)
+    per_key = len(_encoder.encode(st.keys)) / len(st.keys)
     assert per_key <= 300, per_key
 
 
