@@ -282,10 +282,10 @@ class FamilyRatio(Ratio):
     alt: NewModel | None
     novelty: Novelty | None
 
-    def __init__(self, moved: float, model: str) -> None:
+    def __init__(self, moved: float, model: str, prefix: str | None = None) -> None:
         super().__init__(moved)
         self.model = model
-        self.prefix = None
+        self.prefix = prefix
         self.alt = None
         self.novelty = None
 
@@ -499,12 +499,6 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         feature = event.feature
         t: float = event.ts  # type: ignore[assignment]
         cached = event.cached_input_tokens
-        if inp >= hot.min_cacheable_tokens:
-            elig = 1
-            zero = 0 if cached else 1
-        else:
-            elig = zero = 0
-        out: list[Finding] | None = None
 
         # workload: tenant x api key x model family x feature
         fam: FamilyRatio | None = None
@@ -515,27 +509,29 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             else:
                 fam = None
         if fam is None:
-            fkey, fam = self._workload(event, hot, t)
+            known = self._workload(event, hot, t)
+            if known is None:
+                return None  # a new workload, made from this event
+            fkey, fam = known
+        out: list[Finding] | None = None
         if t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
             out = self._roll(fam, fkey, hot, event, t, fam, self.state.families)
             # this event opens the new minute
             fam.m_in = inp
             fam.m_cached = cached
-            fam.m_elig = elig
-            fam.m_zero = zero
-        elif fam.m_in:
+            if inp >= hot.min_cacheable_tokens:
+                fam.m_elig = 1
+                fam.m_zero = 0 if cached else 1
+            else:
+                fam.m_elig = fam.m_zero = 0
+        else:
             fam.m_in += inp
             if cached:
                 fam.m_cached += cached
-            if elig:
+            if inp >= hot.min_cacheable_tokens:
                 fam.m_elig += 1
-                if zero:
+                if not cached:
                     fam.m_zero += 1
-        else:  # a new workload (its minute is empty, as no event counts 0 input tokens): this event opens it
-            fam.m_in = inp
-            fam.m_cached = cached
-            fam.m_elig = elig
-            fam.m_zero = zero
         alt = fam.alt
         if model != fam.model:
             if alt is None or model != alt.name:
@@ -547,17 +543,24 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
         # prompt prefix
         prefix = event.prefix_hash
-        if prefix is None:
-            return out
         novelty = fam.novelty
         if novelty is None:
             own = fam.prefix
             if prefix == own:
-                return out  # a one-prefix workload: its own key covers the prefix
+                return out  # a one-prefix workload: its own key covers the prefix (or none came yet)
+            if prefix is None:
+                return out
             if own is None:
                 fam.prefix = prefix
                 return out
             novelty = fam.novelty = Novelty()  # a second prefix: from now on prefixes are followed one by one
+        elif prefix is None:
+            return out
+        if inp >= hot.min_cacheable_tokens:
+            elig = 1
+            zero = 0 if cached else 1
+        else:
+            elig = zero = 0
         novelty.m_req += 1
         state = self.state
         prefixes = state.prefixes
@@ -600,10 +603,10 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                     pre.m_zero += 1
         return out
 
-    def _workload(self, event: UsageEvent, hot: HotParams, t: float) -> tuple[str, FamilyRatio]:
-        """The key and state of ``event``'s workload, created (empty, in ``t``'s minute) if new; remembered
-        in ``_workloads`` under its api key (by-key workloads), for the next events of the same
-        (tenant, model, feature).
+    def _workload(self, event: UsageEvent, hot: HotParams, t: float) -> tuple[str, FamilyRatio] | None:
+        """The key and state of ``event``'s workload, remembered in ``_workloads`` under its api key
+        (by-key workloads), for the next events of the same (tenant, model, feature); None if the
+        workload is new: it is then made from ``event`` (its first minute, incumbent model and prefix).
 
         An event's raw ``model`` and ``feature`` name one workload, so the memo matches them as they
         come (feature None and "" are two entries of one workload, as are two versions of a family).
@@ -619,8 +622,16 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         state = self.state
         families = state.families
         fam = families.get(fkey)
+        new = fam is None
         if fam is None:
-            fam = FamilyRatio(self._minute_of(t), model=_intern(model))
+            inp = event.input_tokens
+            cached = event.cached_input_tokens
+            fam = FamilyRatio(self._minute_of(t), _intern(model), event.prefix_hash)
+            fam.m_in = inp
+            fam.m_cached = cached
+            if inp >= hot.min_cacheable_tokens:
+                fam.m_elig = 1
+                fam.m_zero = 0 if cached else 1
             families[fkey] = fam
             if self._front_family is None:
                 self._calm_until = -math.inf  # maybe the first key, of an empty keyspace
@@ -638,7 +649,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             if seen is None or len(seen) >= _MAX_MEMO_PER_KEY:
                 seen = workloads[event.api_key_id] = []
             seen.append((model, feature, tenant, fkey, fam))
-        return fkey, fam
+        return None if new else (fkey, fam)
 
     def _minute_of(self, t: float) -> float:
         """The start of ``t``'s minute, the same float object for every key moved in that minute."""
