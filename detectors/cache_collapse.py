@@ -513,6 +513,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             if known is None:
                 return None  # a new workload, made from this event
             fkey, fam = known
+            w_model = model
         out: list[Finding] | None = None
         if t - fam.moved >= 60.0:  # ``moved`` is the start of the minute being filled
             out = self._roll(fam, fkey, hot, event, t, fam, self.state.families)
@@ -533,7 +534,9 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
                 if not cached:
                     fam.m_zero += 1
         alt = fam.alt
-        if model != fam.model:
+        # ``w_model`` is the memo's interned name of the event's model, as ``fam.model`` is: the same
+        # object when they are equal, but for an event found without the memo
+        if w_model is not fam.model and model != fam.model:
             if alt is None or model != alt.name:
                 alt = fam.alt = NewModel(_intern(model), t)
             alt.tokens += inp
@@ -648,7 +651,7 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             seen = workloads.get(event.api_key_id)
             if seen is None or len(seen) >= _MAX_MEMO_PER_KEY:
                 seen = workloads[event.api_key_id] = []
-            seen.append((model, feature, tenant, fkey, fam))
+            seen.append((_intern(model), feature, tenant, fkey, fam))
         return None if new else (fkey, fam)
 
     def _minute_of(self, t: float) -> float:
@@ -672,16 +675,14 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         if st is self._front_family or st is self._front_prefix:
             self._front_family = self._front_prefix = None
             self._calm_until = -math.inf
-        ff = hot.fast_factor
-        bf = hot.base_factor
         fast_in, fast_cached, base_in, base_cached, z_elig, z_zero, minutes, folded = st.sums
         closing = st.moved
         idle = closing - folded
         if idle > 60.0 and folded:
             gf, gb = hot.gaps.get(idle) or hot.gap(idle)
         else:
-            gf = ff
-            gb = bf
+            gf = hot.fast_factor
+            gb = hot.base_factor
         m_in = st.m_in
         m_cached = st.m_cached
         fast_in = fast_in * gf + m_in
@@ -708,9 +709,9 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
             novelty = fam.novelty
             if novelty is not None and novelty.m_req:
                 share = novelty.m_new / novelty.m_req
-                novelty.fast += (1.0 - ff) * (share - novelty.fast)
+                novelty.fast += (1.0 - hot.fast_factor) * (share - novelty.fast)
                 if drop is None:
-                    novelty.base += (1.0 - bf) * (share - novelty.base)
+                    novelty.base += (1.0 - hot.base_factor) * (share - novelty.base)
                 novelty.m_req = novelty.m_new = 0
             alt = fam.alt
             if alt is not None and drop is None and t - alt.since > hot.model_lookback_s:
@@ -1012,8 +1013,11 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     def restore(self, data: bytes) -> None:
         rec = _decoder.decode(data)
+        families = {key: _from_record(FamilyRatio, r) for key, r in rec.families.items()}
+        for fam in families.values():
+            fam.model = _intern(fam.model)  # as when made: the per-event model check compares it by identity first
         self.state = CacheCollapseState(
-            families={key: _from_record(FamilyRatio, r) for key, r in rec.families.items()},
+            families=families,
             prefixes={key: _from_record(PrefixRatio, r) for key, r in rec.prefixes.items()},
             incidents=rec.incidents, families_stats=rec.families_stats, prefixes_stats=rec.prefixes_stats,
         )
