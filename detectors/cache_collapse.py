@@ -63,10 +63,9 @@ comes back sooner, e.g. bursty traffic, stays one incident), after
 from __future__ import annotations
 
 import math
-import operator
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 from pydantic import Field
@@ -74,6 +73,7 @@ from pydantic import Field
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.changepoint import Cusum, cusum_down
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, evict_oldest, expire_idle
+from detectors.records import from_record, record_encoder
 from detectors.registry import register
 from sentinel.events import UsageEvent
 
@@ -205,7 +205,6 @@ class FamilyRecord(RatioRecord, array_like=True, gc=False):
 # attribute stores only for types with the default __setattr__, which a Struct overrides (a Struct
 # store costs ~12 ns more). Snapshots encode each as its *Record (same fields, same order: the same
 # bytes).
-_new_object = object.__new__
 
 
 class Ratio:
@@ -290,30 +289,6 @@ class FamilyRatio(Ratio):
         self.novelty = None
 
 
-_RatioT = TypeVar("_RatioT", FamilyRatio, PrefixRatio)
-
-# Reads a state's fields in its record's order (one C call).
-_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    FamilyRatio: operator.attrgetter(*FamilyRecord.__struct_fields__),
-    PrefixRatio: operator.attrgetter(*PrefixRecord.__struct_fields__),
-}
-
-
-def _encode_state(obj: object) -> Any:
-    """msgspec ``enc_hook``: a FamilyRatio/PrefixRatio is written as its record's array."""
-    fields = _FIELDS.get(obj.__class__)
-    if fields is None:
-        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
-    return fields(obj)
-
-
-def _from_record(cls: type[_RatioT], record: RatioRecord) -> _RatioT:
-    obj: _RatioT = _new_object(cls)
-    for name in record.__struct_fields__:
-        setattr(obj, name, getattr(record, name))
-    return obj
-
-
 # What finds an event's workload without its key string (see CacheCollapse._workload): raw model name,
 # feature, tenant, then the workload's key and state.
 Workload = tuple[str, "str | None", str, str, FamilyRatio]
@@ -353,7 +328,7 @@ class _StateRecord(msgspec.Struct):
     prefixes_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_state)
+_encoder = record_encoder((FamilyRatio, FamilyRecord), (PrefixRatio, PrefixRecord))
 _decoder = msgspec.msgpack.Decoder(_StateRecord)
 
 
@@ -1013,12 +988,12 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
 
     def restore(self, data: bytes) -> None:
         rec = _decoder.decode(data)
-        families = {key: _from_record(FamilyRatio, r) for key, r in rec.families.items()}
+        families = {key: from_record(FamilyRatio, r) for key, r in rec.families.items()}
         for fam in families.values():
             fam.model = _intern(fam.model)  # as when made: the per-event model check compares it by identity first
         self.state = CacheCollapseState(
             families=families,
-            prefixes={key: _from_record(PrefixRatio, r) for key, r in rec.prefixes.items()},
+            prefixes={key: from_record(PrefixRatio, r) for key, r in rec.prefixes.items()},
             incidents=rec.incidents, families_stats=rec.families_stats, prefixes_stats=rec.prefixes_stats,
         )
         self._front_family = self._front_prefix = None
