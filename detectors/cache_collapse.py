@@ -73,7 +73,7 @@ from pydantic import Field
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.changepoint import Cusum, cusum_down
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, evict_oldest, expire_idle
-from detectors.records import from_record, record_encoder
+from detectors.records import record_decoder, record_encoder
 from detectors.registry import register
 from sentinel.events import UsageEvent
 
@@ -318,18 +318,8 @@ class CacheCollapseState(msgspec.Struct):
     prefixes_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-class _StateRecord(msgspec.Struct):
-    """How :class:`CacheCollapseState` is read back from a snapshot (per-key states as records)."""
-
-    families: dict[str, FamilyRecord] = msgspec.field(default_factory=dict)
-    prefixes: dict[str, PrefixRecord] = msgspec.field(default_factory=dict)
-    incidents: dict[str, CacheIncident] = msgspec.field(default_factory=dict)
-    families_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    prefixes_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-
-
 _encoder = record_encoder((FamilyRatio, FamilyRecord), (PrefixRatio, PrefixRecord))
-_decoder = msgspec.msgpack.Decoder(_StateRecord)
+_decoder = record_decoder(CacheCollapseState, (FamilyRatio, FamilyRecord), (PrefixRatio, PrefixRecord))
 
 
 def _clamp(x: float) -> float:
@@ -987,15 +977,9 @@ class CacheCollapse(Detector[CacheCollapseParams, CacheCollapseState]):
         return _encoder.encode(self.state)
 
     def restore(self, data: bytes) -> None:
-        rec = _decoder.decode(data)
-        families = {key: from_record(FamilyRatio, r) for key, r in rec.families.items()}
-        for fam in families.values():
+        self.state = _decoder.decode(data)
+        for fam in self.state.families.values():
             fam.model = _intern(fam.model)  # as when made: the per-event model check compares it by identity first
-        self.state = CacheCollapseState(
-            families=families,
-            prefixes={key: from_record(PrefixRatio, r) for key, r in rec.prefixes.items()},
-            incidents=rec.incidents, families_stats=rec.families_stats, prefixes_stats=rec.prefixes_stats,
-        )
         self._front_family = self._front_prefix = None
         self._workloads.clear()
         self._recovering = None

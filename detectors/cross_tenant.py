@@ -67,7 +67,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
-from detectors.records import from_record, new_object, record_encoder
+from detectors.records import new_object, record_decoder, record_encoder
 from detectors.registry import register
 from sentinel.events import UsageEvent
 
@@ -236,23 +236,9 @@ class CrossTenantState(msgspec.Struct):
     now: float = 0.0
 
 
-class _StateRecord(msgspec.Struct):
-    """How :class:`CrossTenantState` is read back from a snapshot (per-key states as records)."""
-
-    keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)
-    users: dict[str, UserRecord] = msgspec.field(default_factory=dict)
-    shapes: dict[str, ShapeRecord] = msgspec.field(default_factory=dict)
-    outbox: dict[str, int] = msgspec.field(default_factory=dict)
-    open: dict[str, int] = msgspec.field(default_factory=dict)
-    key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    user_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    shape_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    outbox_dropped: int = 0
-    now: float = 0.0
-
-
 _encoder = record_encoder((KeyState, KeyRecord), (UserState, UserRecord), (ShapeState, ShapeRecord))
-_decoder = msgspec.msgpack.Decoder(_StateRecord)
+_decoder = record_decoder(CrossTenantState, (KeyState, KeyRecord), (UserState, UserRecord),
+                          (ShapeState, ShapeRecord))
 
 
 class _Hot(msgspec.Struct, frozen=True, gc=False):
@@ -732,15 +718,8 @@ class CrossTenant(Detector[CrossTenantParams, CrossTenantState]):
         return _encoder.encode(self.state)
 
     def restore(self, data: bytes) -> None:
-        rec = _decoder.decode(data)
-        self.state = CrossTenantState(
-            keys={key: from_record(KeyState, r) for key, r in rec.keys.items()},
-            users={uid: from_record(UserState, r) for uid, r in rec.users.items()},
-            shapes={shape: from_record(ShapeState, r) for shape, r in rec.shapes.items()},
-            outbox=rec.outbox, open=rec.open, key_stats=rec.key_stats, user_stats=rec.user_stats,
-            shape_stats=rec.shape_stats, outbox_dropped=rec.outbox_dropped, now=rec.now,
-        )
-        self._now = rec.now
+        self.state = _decoder.decode(data)
+        self._now = self.state.now
 
     def is_warm(self, key: str) -> bool:
         k = self.state.keys.get(key)

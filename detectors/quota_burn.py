@@ -74,7 +74,7 @@ from pydantic import Field
 
 from detectors.base import BudgetInfo, Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
-from detectors.records import record_encoder
+from detectors.records import record_decoder, record_encoder
 from detectors.registry import register
 from sentinel.events import UsageEvent
 
@@ -208,16 +208,10 @@ class QuotaBurnState(msgspec.Struct):
     stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-class _StateRecord(msgspec.Struct):
-    """How :class:`QuotaBurnState` is read back from a snapshot (budgets as BudgetRecords)."""
-
-    budgets: dict[str, BudgetRecord] = msgspec.field(default_factory=dict)
-    stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-
-
 _encoder = record_encoder((BudgetState, BudgetRecord))
-_decoder = msgspec.msgpack.Decoder(_StateRecord)
 _astuple = msgspec.structs.astuple
+_decoder = record_decoder(QuotaBurnState, (BudgetState, BudgetRecord),
+                          build={BudgetState: lambda r: BudgetState(*_astuple(r))})
 
 
 class _Windows(msgspec.Struct, frozen=True):
@@ -957,9 +951,7 @@ class QuotaBurn(Detector[QuotaBurnParams, QuotaBurnState]):
         return _encoder.encode(self.state)
 
     def restore(self, data: bytes) -> None:
-        rec = _decoder.decode(data)
-        self.state = QuotaBurnState(
-            budgets={name: BudgetState(*_astuple(r)) for name, r in rec.budgets.items()}, stats=rec.stats)
+        self.state = _decoder.decode(data)
 
     def tracked_keys(self) -> int:
         return len(self.state.budgets)

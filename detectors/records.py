@@ -12,7 +12,7 @@ record are caches that the detector resets after :func:`from_record`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -47,3 +47,26 @@ def record_encoder(*pairs: tuple[type, type[msgspec.Struct]]) -> msgspec.msgpack
         return get(obj)
 
     return msgspec.msgpack.Encoder(enc_hook=enc_hook)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def record_decoder(state: type[S], *pairs: tuple[type, type[msgspec.Struct]],
+                   build: Mapping[type, Callable[[Any], Any]] | None = None) -> msgspec.msgpack.Decoder[S]:
+    """A msgpack decoder of a detector's ``state`` Struct whose slots-class values were written by
+    :func:`record_encoder` with the same pairs: each is read as its record (validated by msgspec)
+    and built with ``build[cls]`` (default :func:`from_record`). One State definition serves both
+    ways; no mirror Struct with records in place of the objects."""
+    records = dict(pairs)
+    builders = dict(build or {})
+
+    def dec_hook(cls: type, obj: Any) -> Any:
+        record = records.get(cls)
+        if record is None:
+            raise NotImplementedError(f"cannot decode {cls.__name__}")
+        rec = msgspec.convert(obj, record)
+        make = builders.get(cls)
+        return make(rec) if make is not None else from_record(cls, rec)
+
+    return msgspec.msgpack.Decoder(state, dec_hook=dec_hook)

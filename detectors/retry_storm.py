@@ -51,7 +51,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats
-from detectors.records import from_record, new_object, record_encoder
+from detectors.records import new_object, record_decoder, record_encoder
 from detectors.registry import register
 from detectors.stats import alpha_for_half_life
 from sentinel.events import UsageEvent
@@ -141,7 +141,7 @@ class FeatureKeyState:
     these fields, and CPython only specializes attribute stores for types with the default
     ``__setattr__``, which a Struct overrides (a Struct store costs ~25 ns more). Snapshots encode it
     as a :class:`FeatureKeyRecord` (same fields, same order, so the same bytes). Made by
-    :func:`_new_key` or :meth:`from_record`.
+    :func:`_new_key` or, on restore, :func:`detectors.records.record_decoder`.
 
     Three more slots, not snapshotted, find it per event without building its ``api_key_id|feature``
     string (see :meth:`RetryStorm._find_key`): ``key``, that string (the key in ``RetryStormState.keys``);
@@ -175,13 +175,6 @@ class FeatureKeyState:
     feature: str | None
     nxt: FeatureKeyState | None
 
-    @classmethod
-    def from_record(cls, key: str, record: FeatureKeyRecord) -> FeatureKeyState:
-        k = from_record(cls, record)
-        k.key = key
-        k.api_key = k.feature = k.nxt = None
-        return k
-
 
 class RetryStormState(msgspec.Struct):
     # Keys are plain objects (see FeatureKeyState): the detector snapshots and restores with hooks for them.
@@ -197,20 +190,8 @@ class RetryStormState(msgspec.Struct):
     request_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-class _StateRecord(msgspec.Struct):
-    """How :class:`RetryStormState` is read back from a snapshot (keys as FeatureKeyRecords)."""
-
-    keys: dict[str, FeatureKeyRecord] = msgspec.field(default_factory=dict)
-    requests: dict[str, int] = msgspec.field(default_factory=dict)
-    requests_old: dict[str, int] = msgspec.field(default_factory=dict)
-    gen_start: float = 0.0
-    open: dict[str, int] = msgspec.field(default_factory=dict)
-    key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    request_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-
-
 _encoder = record_encoder((FeatureKeyState, FeatureKeyRecord))
-_decoder = msgspec.msgpack.Decoder(_StateRecord)
+_decoder = record_decoder(RetryStormState, (FeatureKeyState, FeatureKeyRecord))
 
 
 def _new_key(key: str, t: float) -> FeatureKeyState:
@@ -611,12 +592,10 @@ class RetryStorm(Detector[RetryStormParams, RetryStormState]):
         return _encoder.encode(self.state)
 
     def restore(self, data: bytes) -> None:
-        rec = _decoder.decode(data)
-        self.state = RetryStormState(
-            keys={key: FeatureKeyState.from_record(key, r) for key, r in rec.keys.items()},
-            requests=rec.requests, requests_old=rec.requests_old, gen_start=rec.gen_start, open=rec.open,
-            key_stats=rec.key_stats, request_stats=rec.request_stats,
-        )
+        self.state = state = _decoder.decode(data)
+        for key, k in state.keys.items():  # what the record does not hold: see FeatureKeyState
+            k.key = key
+            k.api_key = k.feature = k.nxt = None
         self._by_api_key = {}
 
     def is_warm(self, key: str) -> bool:

@@ -57,7 +57,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorContext, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, evict_oldest, expire_idle, touch
-from detectors.records import from_record, new_object, record_encoder
+from detectors.records import new_object, record_decoder, record_encoder
 from detectors.registry import register
 from detectors.stats import Ewm, alpha_for_half_life, ewm_update
 from sentinel.events import UsageEvent
@@ -200,18 +200,8 @@ class RunawayLoopState(msgspec.Struct):
     agents_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-class _StateRecord(msgspec.Struct):
-    """How :class:`RunawayLoopState` is read back from a snapshot (runs as RunRecords)."""
-
-    runs: dict[str, RunRecord] = msgspec.field(default_factory=dict)
-    agents: dict[str, AgentRuns] = msgspec.field(default_factory=dict)
-    incidents: dict[str, Incident] = msgspec.field(default_factory=dict)
-    runs_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    agents_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-
-
 _encoder = record_encoder((Run, RunRecord))
-_decoder = msgspec.msgpack.Decoder(_StateRecord)
+_decoder = record_decoder(RunawayLoopState, (Run, RunRecord))
 
 
 def _new_agent(t: float) -> AgentRuns:
@@ -592,14 +582,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
         return _encoder.encode(self.state)
 
     def restore(self, data: bytes) -> None:
-        rec = _decoder.decode(data)
-        self.state = RunawayLoopState(
-            runs={key: from_record(Run, r) for key, r in rec.runs.items()},
-            agents=rec.agents,
-            incidents=rec.incidents,
-            runs_stats=rec.runs_stats,
-            agents_stats=rec.agents_stats,
-        )
+        self.state = _decoder.decode(data)
 
     # -- introspection ------------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorParams, Finding
 from detectors.keyspace import MOVE_EVERY, KeyspaceStats, expire_idle, touch
-from detectors.records import from_record, record_encoder
+from detectors.records import from_record, record_decoder, record_encoder
 from detectors.registry import register
 from detectors.seasonal import (
     SeasonalBaseline,
@@ -376,22 +376,8 @@ class SpendSpikeState(msgspec.Struct):
     tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
 
 
-class _StateRecord(msgspec.Struct):
-    """How :class:`SpendSpikeState` is read back from a snapshot (keys as KeyRecords)."""
-
-    keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)
-    tenants: dict[str, TenantState] = msgspec.field(default_factory=dict)
-    open: dict[str, Incident] = msgspec.field(default_factory=dict)
-    population: SeasonalBaseline = msgspec.field(default_factory=new_baseline)
-    prior: list[float] = msgspec.field(default_factory=list)
-    prior_at: list[int] = msgspec.field(default_factory=list)
-    prior_hour: int = -1
-    key_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-    tenant_stats: KeyspaceStats = msgspec.field(default_factory=KeyspaceStats)
-
-
 _encoder = record_encoder((KeyState, KeyRecord))
-_decoder = msgspec.msgpack.Decoder(_StateRecord)
+_decoder = record_decoder(SpendSpikeState, (KeyState, KeyRecord), build={KeyState: KeyState.from_record})
 
 
 def _bits64(s: str, seed: int) -> int:
@@ -1428,18 +1414,7 @@ class SpendSpike(Detector[SpendSpikeParams, SpendSpikeState]):
         return _encoder.encode(self.state)
 
     def restore(self, data: bytes) -> None:
-        rec = _decoder.decode(data)
-        self.state = SpendSpikeState(
-            keys={key: KeyState.from_record(r) for key, r in rec.keys.items()},
-            tenants=rec.tenants,
-            open=rec.open,
-            population=rec.population,
-            prior=rec.prior,
-            prior_at=rec.prior_at,
-            prior_hour=rec.prior_hour,
-            key_stats=rec.key_stats,
-            tenant_stats=rec.tenant_stats,
-        )
+        self.state = _decoder.decode(data)
         self._app_known.clear()
         self._tenant_ver.clear()
         self._eval_memo.clear()
