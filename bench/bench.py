@@ -48,28 +48,23 @@ Row = tuple[str, str, str, str]
 def rate(fn: Callable[[], Any], n: int, repeat: int = 3) -> float:
     """Events per second of CPU time of this process (best of ``repeat``): one core's rate, and
     less disturbed than wall time by whatever else the shared machine runs."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return n / best
+    return n / min(cpu_seconds(fn) for _ in range(repeat))
+
+
+def cpu_seconds(fn: Callable[[], Any]) -> float:
+    """CPU seconds of this process for one call of ``fn`` (after a full collection)."""
+    gc.collect()
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
 
 
 def rate_pair(a: Callable[[], Any], b: Callable[[], Any], n: int, repeat: int = 3) -> tuple[float, float]:
     """Rates of ``a`` and ``b`` (events/s of CPU time, best of ``repeat``) measured alternately."""
     best_a = best_b = float("inf")
     for _ in range(repeat):
-        for fn, which in ((a, 0), (b, 1)):
-            gc.collect()
-            t = time.process_time()
-            fn()
-            dt = time.process_time() - t
-            if which == 0:
-                best_a = min(best_a, dt)
-            else:
-                best_b = min(best_b, dt)
+        best_a = min(best_a, cpu_seconds(a))
+        best_b = min(best_b, cpu_seconds(b))
     return n / best_a, n / best_b
 
 

@@ -62,16 +62,25 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
     return cfg
 
 
-def broker_reachable(bootstrap_servers: str, timeout_s: float = 0.5) -> bool:
-    """A TCP connect to any bootstrap server (cheap readiness probe; no Kafka protocol)."""
+def _connect_first(bootstrap_servers: str, timeout_s: float) -> tuple[socket.socket, str] | None:
+    """A TCP connection to the first bootstrap server that accepts one, with its host name."""
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
+        host = host or "127.0.0.1"
         try:
-            with socket.create_connection((host or "127.0.0.1", int(port or 9092)), timeout=timeout_s):
-                return True
+            return socket.create_connection((host, int(port or 9092)), timeout=timeout_s), host
         except (OSError, ValueError):
             continue
-    return False
+    return None
+
+
+def broker_reachable(bootstrap_servers: str, timeout_s: float = 0.5) -> bool:
+    """A TCP connect to any bootstrap server (cheap readiness probe; no Kafka protocol)."""
+    conn = _connect_first(bootstrap_servers, timeout_s)
+    if conn is None:
+        return False
+    conn[0].close()
+    return True
 
 
 def tls_diagnosis(settings: KafkaSettings, timeout_s: float = 3.0) -> str | None:
@@ -90,22 +99,19 @@ def tls_diagnosis(settings: KafkaSettings, timeout_s: float = 3.0) -> str | None
                                 str(settings.ssl_keyfile) if settings.ssl_keyfile is not None else None)
     except (OSError, ssl.SSLError) as err:
         return f"cannot load TLS files: {getattr(err, 'strerror', None) or err}"
-    for server in settings.bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            raw = socket.create_connection((host or "127.0.0.1", int(port or 9092)), timeout=timeout_s)
-        except (OSError, ValueError):
-            continue
-        try:
-            with ctx.wrap_socket(raw, server_hostname=host or "127.0.0.1"):
-                return None
-        except ssl.SSLCertVerificationError as err:
-            return f"certificate verify failed: {err.verify_message}"
-        except (ssl.SSLError, OSError) as err:
-            return f"TLS handshake failed: {getattr(err, 'reason', None) or type(err).__name__}"
-        finally:
-            raw.close()
-    return None
+    conn = _connect_first(settings.bootstrap_servers, timeout_s)
+    if conn is None:
+        return None  # nothing listens: not a TLS problem
+    raw, host = conn
+    try:
+        with ctx.wrap_socket(raw, server_hostname=host):
+            return None
+    except ssl.SSLCertVerificationError as err:
+        return f"certificate verify failed: {err.verify_message}"
+    except (ssl.SSLError, OSError) as err:
+        return f"TLS handshake failed: {getattr(err, 'reason', None) or type(err).__name__}"
+    finally:
+        raw.close()
 
 
 @dataclass(slots=True)
