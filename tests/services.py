@@ -348,11 +348,16 @@ def produce_lines(bootstrap: str, topic: str, lines: Sequence[bytes], keys: Sequ
         producer.close(5)
 
 
-def consume_all(bootstrap: str, topic: str, timeout_s: float = 10.0, min_records: int = 0) -> list[Any]:
-    """Every record of a topic, read with ``assign`` until each partition's high watermark is reached."""
+def consume_all(bootstrap: str, topic: str, timeout_s: float = 10.0, min_records: int = 0,
+                **client: Any) -> list[Any]:
+    """Every record of a topic, read with ``assign`` until each partition's high watermark is reached.
+
+    ``client``: more kafka-python options, e.g. TLS settings.
+    """
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                             **client)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

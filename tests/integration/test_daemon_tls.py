@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from tests.integration.daemon_helpers import (
@@ -29,7 +29,7 @@ from tests.integration.daemon_helpers import (
     wait_exit,
     wait_for,
 )
-from tests.services import free_port, start_tansu
+from tests.services import consume_all, free_port, start_tansu
 from tests.tls_proxy import Pki, TlsProxy, make_pki
 
 pytestmark = pytest.mark.kafka
@@ -59,17 +59,6 @@ def tls_env(pki: Pki, ca: Path | None = None) -> dict[str, str]:
             "SENTINEL_KAFKA__SSL_CERTFILE": str(pki.client_cert), "SENTINEL_KAFKA__SSL_KEYFILE": str(pki.client_key)}
 
 
-def read_topic(bootstrap: str, pki: Pki, topic: str, partitions: int) -> list[bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000,
-                             **tls(pki))
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        consumer.seek_to_beginning()
-        return [r.value for r in consumer]
-    finally:
-        consumer.close()
-
-
 def test_daemon_consumes_and_produces_over_mutual_tls(tls_broker: tuple[str, Pki, TlsProxy], tmp_path: Path) -> None:
     bootstrap, pki, proxy = tls_broker
     lines, keys = lines_and_keys(firing_events())
@@ -95,8 +84,9 @@ def test_daemon_consumes_and_produces_over_mutual_tls(tls_broker: tuple[str, Pki
     assert wait_exit(proc, 60, log) == 0, log.read_text()[-3000:]
 
     assert proxy.handshakes > before  # the daemon's own TLS sessions
-    assert set(read_topic(bootstrap, pki, f"{topic}-alerts", 1)) == expected
-    assert read_topic(bootstrap, pki, f"{topic}-dead", 1) == [lines[-1]]
+    alerts = consume_all(bootstrap, f"{topic}-alerts", min_records=len(expected), **tls(pki))
+    assert {r.value for r in alerts} == expected
+    assert [r.value for r in consume_all(bootstrap, f"{topic}-dead", min_records=1, **tls(pki))] == [lines[-1]]
 
 
 def test_untrusted_broker_certificate_keeps_the_daemon_waiting_not_crashing(
