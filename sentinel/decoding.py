@@ -8,6 +8,14 @@ resumes after it; a JSON syntax error (no index) splits the batch in halves
 until the bad line is isolated. Every rejection carries a reason code, the
 field, a human message and a redacted excerpt of the value, so that an
 operator reading the dead-letter file can fix the producer.
+
+msgspec only checks types and constraints (and parses RFC 3339 ``ts`` in C);
+the contract's other rules (:func:`sentinel.events.finish_event`) run in one
+loop over each decoded batch (:func:`finish_batch`), not as a per-object
+``__post_init__`` callback. A line msgspec rejects is decoded again with ``ts``
+as text (:data:`~sentinel.events.UsageEventText`), which decides it exactly as
+when ``ts`` was always text: accepted (an ISO 8601 spelling outside RFC 3339),
+or rejected with the same reason and message.
 """
 
 from __future__ import annotations
@@ -15,11 +23,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
-from sentinel.events import UsageEvent
+from sentinel.events import (
+    CLEAN_KEY_IDS,
+    TS_MAX,
+    TS_MIN,
+    EventRuleError,
+    UsageEvent,
+    UsageEventText,
+    finish_event,
+    from_text,
+)
 from sentinel.redact import excerpt, looks_like_secret
 
 MAX_LINE_BYTES: Final = 64 * 1024
@@ -108,19 +125,36 @@ class EventDecoder:
     (['e1'], [(1, 'missing_field', 'ts')])
     """
 
-    __slots__ = ("_many", "_one", "max_line_bytes")
+    __slots__ = ("_many", "_many_text", "_one", "_one_text", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.max_line_bytes = max_line_bytes
         self._one = msgspec.json.Decoder(UsageEvent)
         self._many = msgspec.json.Decoder(list[UsageEvent])
+        self._one_text = msgspec.json.Decoder(UsageEventText)
+        self._many_text = msgspec.json.Decoder(list[UsageEventText])  # type: ignore[valid-type]  # a runtime-built Struct
 
     def decode_one(self, line: bytes) -> UsageEvent | Rejection:
         if len(line) > self.max_line_bytes:
             return Rejection("line_too_long", None, f"{len(line)} bytes > {self.max_line_bytes}")
         try:
-            return self._one.decode(line)
+            event = self._one.decode(line)
+        except (msgspec.DecodeError, ValueError):
+            return self._decode_text(line)
+        try:
+            return finish_event(event)
+        except EventRuleError as err:
+            return explain_error(line, err)
+
+    def _decode_text(self, line: bytes) -> UsageEvent | Rejection:
+        """The second opinion on a line UsageEvent does not take: ``ts`` decoded as text."""
+        try:
+            raw = self._one_text.decode(line)
         except (msgspec.DecodeError, ValueError) as err:
+            return explain_error(line, err)
+        try:
+            return finish_event(from_text(raw))
+        except EventRuleError as err:
             return explain_error(line, err)
 
     def decode_batch(self, lines: Sequence[bytes]) -> tuple[list[UsageEvent], list[tuple[int, Rejection]]]:
@@ -142,9 +176,15 @@ class EventDecoder:
                     pass
                 else:
                     if len(batch) == n:
-                        return batch, []
-        events: list[UsageEvent] = []
-        rejected: list[tuple[int, Rejection]] = []
+                        broken = finish_batch(batch)
+                        if not broken:
+                            return batch, []
+                        events: list[UsageEvent] = []
+                        rejected: list[tuple[int, Rejection]] = []
+                        _split(batch, broken, lines, 0, events, rejected)
+                        return events, rejected
+        events = []
+        rejected = []
         start = 0
         for i in range(n):
             ln = lines[i]
@@ -163,7 +203,14 @@ class EventDecoder:
         hi: int,
         events: list[UsageEvent],
         rejected: list[tuple[int, Rejection]],
+        text: bool = False,
     ) -> None:
+        """Decode ``lines[lo:hi]`` (no blank or over-long line) into ``events`` and ``rejected``.
+
+        ``text``: decode with ``ts`` as text. A run switches to it after a line that only the
+        text decoder accepts (an ISO 8601 ``ts`` outside RFC 3339): a producer that writes all its
+        times that way must not cost a re-decode of the rest of the batch per line.
+        """
         while lo < hi:
             if hi - lo == 1:
                 got = self.decode_one(lines[lo])
@@ -172,30 +219,43 @@ class EventDecoder:
                 else:
                     events.append(got)
                 return
+            many = self._many_text if text else self._many
             try:
-                batch = self._many.decode(b"[" + b",".join(lines[lo:hi]) + b"]")
+                batch: list[Any] = many.decode(b"[" + b",".join(lines[lo:hi]) + b"]")
             except msgspec.ValidationError as err:
                 m = _AT_INDEX_RE.search(str(err))
                 if m is None:
-                    self._bisect(lines, lo, hi, events, rejected)
+                    self._bisect(lines, lo, hi, events, rejected, text)
                     return
                 bad = lo + int(m.group(1))
-                self._decode_run(lines, lo, bad, events, rejected)
+                self._decode_run(lines, lo, bad, events, rejected, text)
                 got = self.decode_one(lines[bad])
                 if isinstance(got, Rejection):
                     rejected.append((bad, got))
-                else:  # pragma: no cover - the index came from msgspec, kept for safety
+                else:
                     events.append(got)
+                    text = True
                 lo = bad + 1
                 continue
             except (msgspec.DecodeError, ValueError):
-                self._bisect(lines, lo, hi, events, rejected)
+                self._bisect(lines, lo, hi, events, rejected, text)
                 return
             if len(batch) != hi - lo:
                 # A line held more than one JSON value ("{...},{...}"): find it line by line.
-                self._bisect(lines, lo, hi, events, rejected)
+                self._bisect(lines, lo, hi, events, rejected, text)
                 return
-            events.extend(batch)
+            if text:
+                for j, raw in enumerate(batch, lo):
+                    try:
+                        events.append(finish_event(from_text(raw)))
+                    except EventRuleError as err:
+                        rejected.append((j, explain_error(lines[j], err)))
+                return
+            broken = finish_batch(batch)
+            if broken:
+                _split(batch, broken, lines, lo, events, rejected)
+            else:
+                events.extend(batch)
             return
 
     def _bisect(
@@ -205,6 +265,7 @@ class EventDecoder:
         hi: int,
         events: list[UsageEvent],
         rejected: list[tuple[int, Rejection]],
+        text: bool,
     ) -> None:
         if hi - lo <= 4:
             for i in range(lo, hi):
@@ -215,8 +276,46 @@ class EventDecoder:
                     events.append(got)
             return
         mid = (lo + hi) // 2
-        self._decode_run(lines, lo, mid, events, rejected)
-        self._decode_run(lines, mid, hi, events, rejected)
+        self._decode_run(lines, lo, mid, events, rejected, text)
+        self._decode_run(lines, mid, hi, events, rejected, text)
+
+
+def finish_batch(batch: list[UsageEvent]) -> list[tuple[int, EventRuleError]]:
+    """:func:`~sentinel.events.finish_event` over a decoded batch: ``(index, error)`` of the events
+    that break a rule (the others are finished, ``ts`` in epoch seconds).
+
+    The common event -- ``ts`` an aware datetime or epoch seconds within range, cached input
+    within input, no ``schema``, an ``api_key_id`` already checked -- is passed inline, without
+    a function call per event; any other goes through ``finish_event`` itself, so each rule and
+    its message live in one place.
+    """
+    broken: list[tuple[int, EventRuleError]] = []
+    clean = CLEAN_KEY_IDS
+    i = -1
+    for ev in batch:
+        i += 1
+        ts = ev.ts
+        t = ts if ts.__class__ is float else ts.timestamp()  # type: ignore[union-attr]
+        if (TS_MIN <= t < TS_MAX and ev.cached_input_tokens <= ev.input_tokens
+                and ev.schema is None and ev.api_key_id in clean):
+            ev.ts = t
+            continue
+        try:
+            finish_event(ev)
+        except EventRuleError as err:
+            broken.append((i, err))
+    return broken
+
+
+def _split(batch: list[UsageEvent], broken: list[tuple[int, EventRuleError]], lines: Sequence[bytes], lo: int,
+           events: list[UsageEvent], rejected: list[tuple[int, Rejection]]) -> None:
+    """Events of ``batch`` (``lines[lo:]``) to ``events``, those in ``broken`` to ``rejected``, in order."""
+    prev = 0
+    for i, err in broken:
+        events.extend(batch[prev:i])
+        rejected.append((lo + i, explain_error(lines[lo + i], err)))
+        prev = i + 1
+    events.extend(batch[prev:])
 
 
 def is_blank(line: bytes) -> bool:

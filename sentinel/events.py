@@ -3,14 +3,25 @@
 `UsageEvent` implements ``shared/contracts/usage-event.v1.schema.json`` as a
 msgspec Struct so that the hot path decodes straight into typed, slotted
 objects without building dicts. Normalisation that the schema allows several
-spellings for happens once, in ``__post_init__``:
+spellings for, and the rules msgspec's type checks cannot express, are done by
+:func:`finish_event` (the batch decoder in :mod:`sentinel.decoding` runs an
+inlined copy of it over each decoded batch):
 
 * ``ts`` arrives as RFC 3339 text with an offset, epoch seconds or epoch
   milliseconds (a number >= 1e11 is milliseconds); after decoding it is always
-  a float of epoch seconds.
+  a float of epoch seconds. msgspec parses RFC 3339 text into an aware
+  ``datetime`` in C; text it does not take (other ISO 8601 spellings that
+  ``datetime.fromisoformat`` reads, naive times, garbage) is decoded again with
+  ``ts`` as text (:data:`UsageEventText`) and judged by :func:`parse_ts`, so
+  such lines are accepted or rejected with the same reasons as always.
 * ``api_key_id`` must be an identifier. A value that looks like the secret
   itself (``sk-...``, ``AKIA...``) is rejected, and the value never reaches a log,
   alert or dead-letter record in clear (see :mod:`sentinel.redact`).
+
+The checks are not a ``__post_init__``: msgspec calling back into Python for
+every decoded object costs about 1 us per event, more than decoding the rest of
+it. Code that builds a ``UsageEvent`` directly (tests, tools) passes it through
+:func:`finish_event`.
 
 Decoding a batch of lines, and turning msgspec's errors into precise reasons,
 lives in :mod:`sentinel.decoding`.
@@ -19,7 +30,7 @@ lives in :mod:`sentinel.decoding`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -35,7 +46,8 @@ TS_MIN: Final = 946684800.0
 TS_MAX: Final = 4102444800.0
 
 # api_key_ids already checked for secret patterns (a bounded memo: the check is a regex scan).
-_CLEAN_KEY_IDS: dict[str, None] = {}
+# The batch decoder reads it too, to pass the common event without a call to finish_event.
+CLEAN_KEY_IDS: dict[str, None] = {}
 _CLEAN_KEY_IDS_MAX: Final = 200_000
 
 Id128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -54,7 +66,7 @@ class EventRuleError(ValueError):
         super().__init__(f"{code}:{field}: {text}")
 
 
-def parse_ts(value: str | float) -> float:
+def parse_ts(value: datetime | str | float) -> float:
     """Event time in epoch seconds from any spelling the contract allows.
 
     >>> parse_ts("2026-11-02T08:00:00Z")
@@ -66,12 +78,13 @@ def parse_ts(value: str | float) -> float:
     """
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(value)
         except ValueError:
             raise EventRuleError("invalid_ts", "ts", "not RFC 3339 and not an epoch number") from None
-        if dt.tzinfo is None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
             raise EventRuleError("invalid_ts", "ts", "RFC 3339 time without a UTC offset")
-        t = dt.timestamp()
+        t = value.timestamp()
     else:
         t = float(value)
         if t >= _MS_THRESHOLD:
@@ -81,11 +94,19 @@ def parse_ts(value: str | float) -> float:
     return t
 
 
+#: ``ts`` as decoded: RFC 3339 text becomes an aware datetime (msgspec's C parser; a time without
+#: an offset fails here and is judged again as text), a JSON number a float (ints converted).
+TsIn = Annotated[datetime, msgspec.Meta(tz=True)] | float
+
+
 class UsageEvent(msgspec.Struct, gc=False):
-    """One attempt of one model call. Field meanings: see the JSON Schema."""
+    """One attempt of one model call. Field meanings: see the JSON Schema.
+
+    ``ts`` is a float of epoch seconds once :func:`finish_event` (or the decoder) has run.
+    """
 
     event_id: Id128
-    ts: str | float
+    ts: TsIn
     api_key_id: Id128
     tenant_id: Id128
     provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -110,30 +131,58 @@ class UsageEvent(msgspec.Struct, gc=False):
     resource_tenant_id: OptStr128 = None
     schema: str | None = None
 
-    def __post_init__(self) -> None:
-        ts = self.ts
-        if ts.__class__ is not float or not TS_MIN <= ts < TS_MAX:
-            self.ts = parse_ts(ts)
-        if self.cached_input_tokens > self.input_tokens:
-            raise EventRuleError(
-                "cached_exceeds_input",
-                "cached_input_tokens",
-                f"{self.cached_input_tokens} > input_tokens {self.input_tokens}",
-            )
-        if self.schema is not None and self.schema != SCHEMA_V1:
-            raise EventRuleError("unsupported_schema", "schema", f"expected {SCHEMA_V1}")
-        key = self.api_key_id
-        if key not in _CLEAN_KEY_IDS:
-            if looks_like_secret(key):
-                raise EventRuleError("secret_in_api_key_id", "api_key_id", "looks like an API key secret")
-            if len(_CLEAN_KEY_IDS) >= _CLEAN_KEY_IDS_MAX:
-                _CLEAN_KEY_IDS.clear()
-            _CLEAN_KEY_IDS[key] = None
-
     @property
     def t(self) -> float:
         """Event time in epoch seconds (``ts`` after decoding)."""
         return self.ts  # type: ignore[return-value]
+
+
+def _text_fields() -> list[tuple[str, Any] | tuple[str, Any, Any]]:
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(UsageEvent):
+        typ = str | float if f.name == "ts" else f.type
+        fields.append((f.name, typ) if f.required else (f.name, typ, f.default))
+    return fields
+
+
+#: UsageEvent's fields (same order, types and defaults) with ``ts`` kept as text: the decoder's
+#: second opinion on a line that UsageEvent does not take, so that ISO 8601 spellings outside
+#: RFC 3339 that ``datetime.fromisoformat`` reads are still accepted, and every rejection keeps
+#: the reason and message it had when ``ts`` was decoded as text.
+UsageEventText: Final = msgspec.defstruct("UsageEventText", _text_fields(), gc=False)
+
+
+def finish_event(event: UsageEvent) -> UsageEvent:
+    """Normalise ``ts`` to epoch seconds and check the contract's rules; returns ``event``.
+
+    Raises :class:`EventRuleError` for the first rule broken, in this order: ``ts``,
+    cached input above input, schema, a secret-looking ``api_key_id``. Idempotent.
+    (``sentinel.decoding`` inlines the common case of this for whole batches: keep them in step.)
+    """
+    ts = event.ts
+    if ts.__class__ is not float or not TS_MIN <= ts < TS_MAX:
+        event.ts = parse_ts(ts)
+    if event.cached_input_tokens > event.input_tokens:
+        raise EventRuleError(
+            "cached_exceeds_input",
+            "cached_input_tokens",
+            f"{event.cached_input_tokens} > input_tokens {event.input_tokens}",
+        )
+    if event.schema is not None and event.schema != SCHEMA_V1:
+        raise EventRuleError("unsupported_schema", "schema", f"expected {SCHEMA_V1}")
+    key = event.api_key_id
+    if key not in CLEAN_KEY_IDS:
+        if looks_like_secret(key):
+            raise EventRuleError("secret_in_api_key_id", "api_key_id", "looks like an API key secret")
+        if len(CLEAN_KEY_IDS) >= _CLEAN_KEY_IDS_MAX:
+            CLEAN_KEY_IDS.clear()
+        CLEAN_KEY_IDS[key] = None
+    return event
+
+
+def from_text(raw: Any) -> UsageEvent:
+    """A :data:`UsageEventText` as a UsageEvent (same field values, ``ts`` still to be finished)."""
+    return UsageEvent(*msgspec.structs.astuple(raw))
 
 
 def encode_event(event: UsageEvent) -> bytes:

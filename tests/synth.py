@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from sentinel.events import UsageEvent
+from sentinel.events import UsageEvent, finish_event
 
 # Monday 2026-11-02 00:00:00 UTC
 T0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
@@ -51,7 +51,7 @@ class Factory:
             "user_agent": "app/1.0",
         }
         fields.update(kw)
-        return UsageEvent(**fields)
+        return finish_event(UsageEvent(**fields))
 
 
 def _diurnal(t: float) -> float:

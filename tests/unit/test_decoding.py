@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.decoding import EventDecoder
-from sentinel.events import UsageEvent, parse_ts
+from sentinel.events import EventRuleError, UsageEvent, finish_event, parse_ts
 
 BASE: dict[str, Any] = {
     "event_id": "e1",
@@ -122,3 +122,121 @@ def test_parse_ts_boundaries() -> None:
     assert parse_ts(1.7e12) == 1.7e9  # >= 1e11 is milliseconds
     with pytest.raises(ValueError, match="ts_out_of_range"):
         parse_ts(99_999_999_999)  # below 1e11 is seconds: year 5138, out of range
+
+
+# -- the contract's rules run after msgspec, over each decoded batch (finish_batch) ---------------
+
+TS_CASES: list[tuple[Any, float | tuple[str, str]]] = [
+    ("2026-11-02T08:00:00Z", 1793606400.0),
+    ("2026-11-02T08:00:00.250+00:00", 1793606400.25),
+    ("2026-11-02 08:00:00Z", 1793606400.0),
+    ("2026-11-02T08:00:00+0100", 1793602800.0),
+    # ISO 8601 spellings outside RFC 3339 that datetime.fromisoformat reads: msgspec refuses them,
+    # the text decoder accepts them as before
+    ("2026-11-02T08:00Z", 1793606400.0),
+    ("2026-11-02T09:00:00+01", 1793606400.0),
+    ("20261102T080000Z", 1793606400.0),
+    ("2026-11-02T08:00:00,5Z", 1793606400.5),
+    ("2026-W45-1T08:00:00Z", 1793606400.0),
+    (1793606400, 1793606400.0),
+    (1793606400000, 1793606400.0),
+    (1793606400123.0, 1793606400.123),
+    ("2026-11-02T08:00:00", ("invalid_ts", "RFC 3339 time without a UTC offset")),
+    ("2026-11-02", ("invalid_ts", "RFC 3339 time without a UTC offset")),
+    ("yesterday", ("invalid_ts", "not RFC 3339 and not an epoch number")),
+    ("2026-11-02T23:59:60Z", ("invalid_ts", "not RFC 3339 and not an epoch number")),
+    ("2150-01-01T00:00:00Z", ("ts_out_of_range", "outside 2000-01-01..2100-01-01")),
+    ("1999-12-31T23:59:59+00:00", ("ts_out_of_range", "outside 2000-01-01..2100-01-01")),
+    (5, ("ts_out_of_range", "outside 2000-01-01..2100-01-01")),
+    (99_999_999_999, ("ts_out_of_range", "outside 2000-01-01..2100-01-01")),
+    (4102444800000, ("ts_out_of_range", "outside 2000-01-01..2100-01-01")),
+    (True, ("wrong_type", "Expected `float | str`, got `bool`")),
+    (None, ("wrong_type", "Expected `float | str`, got `null`")),
+]
+
+
+@pytest.mark.parametrize(("ts", "expected"), TS_CASES)
+def test_ts_alone_and_inside_a_batch(ts: Any, expected: float | tuple[str, str]) -> None:
+    """Same outcome, value and message for a line decoded alone and in the middle of a good batch."""
+    raw = line(event_id="x", ts=ts)
+    good = [line(event_id=f"g{i}") for i in range(6)]
+    alone = decode(raw)
+    events, rejected = EventDecoder().decode_batch([*good[:3], raw, *good[3:]])
+    if isinstance(expected, float):
+        assert isinstance(alone, UsageEvent) and alone.ts.__class__ is float and alone.ts == expected
+        assert not rejected and [e.event_id for e in events] == ["g0", "g1", "g2", "x", "g3", "g4", "g5"]
+        assert events[3].ts == expected
+    else:
+        assert not isinstance(alone, UsageEvent)
+        assert (alone.code, alone.field, alone.message) == (expected[0], "ts", expected[1])
+        assert rejected == [(3, alone)]
+        assert [e.event_id for e in events] == [f"g{i}" for i in range(6)]
+    assert all(e.ts.__class__ is float for e in events)
+
+
+def test_rule_rejections_keep_their_messages_in_a_batch() -> None:
+    lines = [line(event_id=f"e{i}") for i in range(12)]
+    lines[2] = line(event_id="e2", cached_input_tokens=1001)
+    lines[5] = line(event_id="e5", schema="llm.usage.v2")
+    lines[6] = line(event_id="e6", schema="llm.usage.v1")
+    lines[8] = line(event_id="e8", api_key_id="sk-proj-abcdefghijklmnop1234")
+    lines[9] = line(event_id="e9", ts="2026-11-02T08:00:00", cached_input_tokens=5000)  # ts is judged first
+    events, rejected = EventDecoder().decode_batch(lines)
+    assert [(i, r.code, r.field, r.message, r.value) for i, r in rejected] == [
+        (2, "cached_exceeds_input", "cached_input_tokens", "1001 > input_tokens 1000", "1001"),
+        (5, "unsupported_schema", "schema", "expected llm.usage.v1", "llm.usage.v2"),
+        (8, "secret_in_api_key_id", "api_key_id", "looks like an API key secret (value withheld)", None),
+        (9, "invalid_ts", "ts", "RFC 3339 time without a UTC offset", "2026-11-02T08:00:00"),
+    ]
+    assert [e.event_id for e in events] == [f"e{i}" for i in (0, 1, 3, 4, 6, 7, 10, 11)]
+    assert all(e.ts == 1793606400.0 for e in events)
+
+
+def test_a_batch_of_non_rfc3339_times_is_accepted_in_order() -> None:
+    """A producer writing every ts as ``...T08:00Z`` (fromisoformat reads it, msgspec does not)."""
+    lines = [line(event_id=f"e{i}", ts=f"2026-11-02T08:{i % 60:02d}Z") for i in range(300)]
+    lines[100] = b"{not json"
+    lines[200] = line(event_id="e200", ts="2026-11-02T08:00:00")
+    lines[250] = line(event_id="e250", ts="2026-11-02T08:10:00Z")
+    events, rejected = EventDecoder().decode_batch(lines)
+    assert [(i, r.code) for i, r in rejected] == [(100, "malformed_json"), (200, "invalid_ts")]
+    want = [i for i in range(300) if i not in (100, 200)]
+    assert [e.event_id for e in events] == [f"e{i}" for i in want]
+    assert [e.ts for e in events] == [1793606400.0 + 60 * (i % 60) if i != 250 else 1793607000.0 for i in want]
+
+
+_MUTATIONS: list[dict[str, Any]] = [
+    {}, {}, {}, {}, {"ts": 1793606400500}, {"ts": 1793606400.5}, {"ts": "2026-11-02T08:00Z"},
+    {"ts": "2026-11-02T08:00:00"}, {"ts": "2150-01-01T00:00:00Z"}, {"ts": "nope"}, {"ts": [1]},
+    {"cached_input_tokens": 1001}, {"schema": "llm.usage.v1"}, {"schema": "v2"},
+    {"api_key_id": "AKIAIOSFODNN7EXAMPLE"}, {"api_key_id": "key_new_1"}, {"input_tokens": -1},
+    {"event_id": ...}, {"status": 99, "ts": "bad"},
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(range(len(_MUTATIONS))), st.sampled_from([b"{x", b"[1]", b" ", b""])),
+                min_size=1, max_size=40))
+def test_batch_equals_lines_decoded_alone(picks: list[int | bytes]) -> None:
+    """decode_batch (msgspec batch + the inlined rules) decides each line as decode_one does."""
+    lines = [p if isinstance(p, bytes) else line(**{"event_id": f"e{i}", **_MUTATIONS[p]})
+             for i, p in enumerate(picks)]
+    dec = EventDecoder()
+    events, rejected = dec.decode_batch(lines)
+    alone = [(i, dec.decode_one(ln)) for i, ln in enumerate(lines) if ln.strip()]
+    assert rejected == [(i, got) for i, got in alone if not isinstance(got, UsageEvent)]
+    want = [got for _, got in alone if isinstance(got, UsageEvent)]
+    assert events == want
+    assert all(e.ts.__class__ is float for e in events)
+
+
+def test_finish_event_normalises_directly_built_events() -> None:
+    base = {k: v for k, v in BASE.items() if k != "ts"}
+    assert finish_event(UsageEvent(ts="2026-11-02T09:00:00+01:00", **base)).ts == 1793606400.0
+    assert finish_event(UsageEvent(ts=1793606400000.0, **base)).ts == 1793606400.0
+    ev = finish_event(UsageEvent(ts=1793606400.0, **base))
+    assert finish_event(ev).ts == 1793606400.0  # idempotent
+    with pytest.raises(EventRuleError, match="invalid_ts:ts: RFC 3339 time without a UTC offset"):
+        finish_event(UsageEvent(ts="2026-11-02T08:00:00", **base))
+    with pytest.raises(EventRuleError, match="cached_exceeds_input"):
+        finish_event(UsageEvent(ts=1793606400.0, **{**base, "cached_input_tokens": 1001}))

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from sentinel.alerts import encode_alert
-from sentinel.decoding import Rejection
+from sentinel.decoding import EventDecoder, Rejection
 from sentinel.events import UsageEvent
 from sentinel.formats import FORMATS, AdaptedBatch, adapt_batch, get_format
 from sentinel.formats.base import FormatError, epoch_s, opt_int
@@ -74,7 +74,9 @@ def native_lines(events: Iterable[UsageEvent]) -> list[bytes]:
 
 def replace(ev: UsageEvent, **changes: object) -> UsageEvent:
     """A copy of ``ev`` with ``changes`` applied (decoded again, so ts normalisation applies)."""
-    return msgspec.json.decode(msgspec.json.encode(msgspec.structs.replace(ev, **changes)), type=UsageEvent)
+    got = EventDecoder().decode_one(msgspec.json.encode(msgspec.structs.replace(ev, **changes)))
+    assert isinstance(got, UsageEvent), got
+    return got
 
 
 def adapt_all(name: str, records: Sequence[bytes], mapping: FieldMapping | None = None) -> AdaptedBatch:
@@ -86,8 +88,8 @@ def adapt_all(name: str, records: Sequence[bytes], mapping: FieldMapping | None 
 
 def assert_same_alerts(adapted: Sequence[bytes], natives: Sequence[UsageEvent]) -> list[bytes]:
     """The adapted lines decode to the native events and raise byte-identical alerts (at least one)."""
-    dec = msgspec.json.Decoder(UsageEvent)
-    got = [dec.decode(line) for line in adapted]
+    dec = EventDecoder()
+    got = [dec.decode_one(line) for line in adapted]
     assert len(got) == len(natives)
     for a, n in zip(got, natives, strict=True):
         assert a == n, f"{msgspec.json.encode(a)!r} != {msgspec.json.encode(n)!r}"
