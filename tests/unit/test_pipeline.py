@@ -327,3 +327,46 @@ def test_gap_at_a_batch_boundary_is_judged_with_the_next_batch() -> None:
     back = list(to_lines([f.event(T0 + 20 + i) for i in range(5)]))
     res = r.feed(back, "t", range(12, 17))
     assert [(d.reason, d.position) for d in res.dead] == [("ts_in_future", 11)]
+
+
+def test_intake_noted_while_decoding_equals_the_batch_worked_out_afterwards() -> None:
+    """feed() prices known models and collects ids and times per decoded chunk (Pipeline.decode);
+    _admit without that note works everything out itself. Same events, costs, stats and alerts,
+    over batches with duplicates (in the batch and across), unknown and new models, given costs,
+    out-of-range times and a last event that jumps ahead."""
+    f = Factory("intk")
+    stream: list[UsageEvent] = []
+    for i, ev in enumerate(background(days=1.0, seed=8)):
+        stream.append(ev)
+        kind = i % 200
+        if kind == 0:
+            stream.append(msgspec.structs.replace(ev))  # the same id again
+        elif kind == 40:
+            stream.append(f.event(ev.t, model=f"mystery-{i % 3}", cost_usd=None))
+        elif kind == 80:
+            stream.append(f.event(ev.t, model="gpt-4o-2024-08-06", input_tokens=50, cached_input_tokens=40,
+                                  cache_write_tokens=30))  # cached + written > input: no uncached part
+        elif kind == 120:
+            stream.append(f.event(ev.t + 5 * 86400, cost_usd=None))  # far future
+        elif kind == 160:
+            stream.append(f.event(ev.t - 5 * 86400, cost_usd=None))  # far past
+    lines = list(to_lines(stream))
+    assert len(lines) > 1500, len(lines)
+    lines.insert(700, lines[650])  # a duplicate line inside one batch
+    lines.insert(1199, next(to_lines([f.event(T0 + 40 * 86400)])))  # a batch's last line jumps ahead
+
+    p, q = make(), make()
+    got_p: list[UsageEvent] = []
+    got_q: list[UsageEvent] = []
+    for i in range(0, len(lines), 600):
+        batch = lines[i:i + 600]
+        evs, _, seen = p.decode(batch)
+        got_p += p._admit(evs, "t", [], None, seen=seen)
+        evs, _ = q.decoder.decode_batch(batch)
+        got_q += q._admit(evs, "t", [], None)
+    assert got_p == got_q and [e.cost_usd for e in got_p] == [e.cost_usd for e in got_q]
+    assert all(e.cost_usd is not None for e in got_p)
+    assert p.stats == q.stats and p.stats.duplicates > 0 and p.stats.unknown_models
+    assert p.stats.rejected["ts_too_old"] and p.stats.rejected["ts_in_future"]
+    assert p.prices.unknown_models == q.prices.unknown_models
+    assert p._dedup_cur == q._dedup_cur and p._dedup_prev == q._dedup_prev and p._max_ts == q._max_ts
