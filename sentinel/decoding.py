@@ -29,6 +29,7 @@ import msgspec
 
 from sentinel.events import (
     CLEAN_KEY_IDS,
+    SCHEMA_V1,
     TS_MAX,
     TS_MIN,
     EventRuleError,
@@ -294,7 +295,7 @@ def finish_batch(batch: list[UsageEvent]) -> list[tuple[int, EventRuleError]]:
     that break a rule (the others are finished, ``ts`` in epoch seconds).
 
     The common event -- ``ts`` an aware datetime or epoch seconds within range, cached input
-    within input, no ``schema``, an ``api_key_id`` already checked -- is passed inline, without
+    within input, no ``schema`` or v1, an ``api_key_id`` already checked -- is passed inline, without
     a function call per event; any other goes through ``finish_event`` itself, so each rule and
     its message live in one place.
     """
@@ -306,7 +307,7 @@ def finish_batch(batch: list[UsageEvent]) -> list[tuple[int, EventRuleError]]:
         ts = ev.ts
         t = ts if ts.__class__ is float else ts.timestamp()  # type: ignore[union-attr]
         if (TS_MIN <= t < TS_MAX and ev.cached_input_tokens <= ev.input_tokens
-                and ev.schema is None and ev.api_key_id in clean):
+                and ((schema := ev.schema) is None or schema == SCHEMA_V1) and ev.api_key_id in clean):
             ev.ts = t
             continue
         try:
