@@ -133,6 +133,9 @@ TS_CASES: list[tuple[Any, float | tuple[str, str]]] = [
     ("2026-11-02T08:00:00.250+00:00", 1793606400.25),
     ("2026-11-02 08:00:00Z", 1793606400.0),
     ("2026-11-02T08:00:00+0100", 1793602800.0),
+    # msgspec's RFC 3339 parser: lower-case t/z accepted (RFC 3339 5.6), sub-microsecond digits rounded
+    ("2026-11-02t08:00:00z", 1793606400.0),
+    ("2026-11-02T08:00:00.1234567Z", 1793606400.123457),
     # ISO 8601 spellings outside RFC 3339 that datetime.fromisoformat reads: msgspec refuses them,
     # the text decoder accepts them as before
     ("2026-11-02T08:00Z", 1793606400.0),
