@@ -130,7 +130,7 @@ class BatchResult:
 class Intake:
     """What :meth:`Pipeline.decode` noted about a batch's events while they were in the CPU cache."""
 
-    ids: set[str]  # their event ids (fewer than the events when one repeats)
+    ids: set[str]  # their event ids (fewer than the events when one repeats); _admit may keep the set
     lo: float  # their earliest and latest ts
     hi: float
     unpriced: list[UsageEvent]  # those left without cost_usd: no memoised price row for the model
@@ -326,6 +326,10 @@ class Pipeline:
         if not unique or not cur.isdisjoint(ids) or not prev.isdisjoint(ids):
             events = self._drop_duplicates(events)
             seen = None
+        elif not cur and seen is not None:
+            # The generation is empty (just rotated): it becomes decode()'s set of ids. Copying
+            # them would touch every id string again, long out of the CPU cache by now.
+            self._dedup_cur = seen.ids
         else:
             cur.update(ids)
         if hi > self._max_ts:
