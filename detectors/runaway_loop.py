@@ -158,15 +158,22 @@ def _first_turn(t: float, tenant: str, inp: int, cost: float) -> Run:
     """A run opened by its first turn (a plain function: instantiating a class with an ``__init__``
     costs about twice as much in CPython 3.11, and 1 in 5 events opens a run)."""
     st: Run = new_object(Run)
-    st.moved = st.start = st.last = t
+    st.moved = t
     st.tenant = tenant
+    _begin(st, t, inp, cost)
+    return st
+
+
+def _begin(st: Run, t: float, inp: int, cost: float) -> None:
+    """Set every per-run field of ``st`` to a run whose only turn is this one (a new run, or the
+    next run of a session after a quiet spell); ``moved`` and ``tenant`` belong to the session."""
+    st.start = st.last = t
     st.n = 1
     st.rep = st.up = 0
     st.shape = None
     st.first_in = st.last_in = inp
     st.gap_mean = st.gap_var = 0.0
     st.cost = st.turn_cost = cost
-    return st
 
 
 class AgentRuns(msgspec.Struct, array_like=True, gc=False):
@@ -337,13 +344,7 @@ class RunawayLoop(Detector[RunawayLoopParams, RunawayLoopState]):
     def _restart(self, key: str, st: Run, t: float, inp: int, cost: float) -> list[Finding] | None:
         """The session was quiet for ``quiet_s``: its run ended, this turn starts the next one."""
         done = self._end_run(key, st, st.last + self.params_for(st.tenant).quiet_s)
-        st.start = st.last = t
-        st.n = 1
-        st.rep = st.up = 0
-        st.shape = None
-        st.first_in = st.last_in = inp
-        st.gap_mean = st.gap_var = 0.0
-        st.cost = st.turn_cost = cost
+        _begin(st, t, inp, cost)
         return None if done is None else [done]
 
     # -- judging ----------------------------------------------------------------------------------
