@@ -190,11 +190,7 @@ class EventDecoder:
                     pass
                 else:
                     if len(batch) == hi - lo:
-                        broken = finish_batch(batch)
-                        if broken:
-                            _split(batch, broken, lines, lo, events, rejected)
-                        else:
-                            events += batch
+                        _finish_into(batch, lines, lo, events, rejected)
                         return
         start = lo
         for i in range(lo, hi):
@@ -261,11 +257,7 @@ class EventDecoder:
                     except EventRuleError as err:
                         rejected.append((j, explain_error(lines[j], err)))
                 return
-            broken = finish_batch(batch)
-            if broken:
-                _split(batch, broken, lines, lo, events, rejected)
-            else:
-                events.extend(batch)
+            _finish_into(batch, lines, lo, events, rejected)
             return
 
     def _bisect(
@@ -325,15 +317,20 @@ def finish_batch(batch: list[UsageEvent]) -> list[tuple[int, EventRuleError]]:
     return broken
 
 
-def _split(batch: list[UsageEvent], broken: list[tuple[int, EventRuleError]], lines: Sequence[bytes], lo: int,
-           events: list[UsageEvent], rejected: list[tuple[int, Rejection]]) -> None:
-    """Events of ``batch`` (``lines[lo:]``) to ``events``, those in ``broken`` to ``rejected``, in order."""
+def _finish_into(batch: list[UsageEvent], lines: Sequence[bytes], lo: int, events: list[UsageEvent],
+                 rejected: list[tuple[int, Rejection]]) -> None:
+    """:func:`finish_batch` over ``batch`` (decoded from ``lines[lo:]``); its events to ``events``
+    and those that break a rule to ``rejected``, in order."""
+    broken = finish_batch(batch)
+    if not broken:
+        events += batch
+        return
     prev = 0
     for i, err in broken:
-        events.extend(batch[prev:i])
+        events += batch[prev:i]
         rejected.append((lo + i, explain_error(lines[lo + i], err)))
         prev = i + 1
-    events.extend(batch[prev:])
+    events += batch[prev:]
 
 
 def is_blank(line: bytes) -> bool:
