@@ -48,7 +48,7 @@ Row = tuple[str, str, str, str]
 def rate(fn: Callable[[], Any], n: int, repeat: int = 5) -> float:
     """Events per second of CPU time of this process, best of ``repeat``: one core's rate, and
     less disturbed than wall time by whatever else the shared machine runs. The host is noisy
-    (the same code measured 200k-430k ev/s from run to run in one afternoon); the fastest run
+    (the same code measured 250k-430k ev/s from run to run in one morning); the fastest run
     is the one least disturbed."""
     return n / min(cpu_seconds(fn) for _ in range(repeat))
 
