@@ -4,8 +4,8 @@ Rows (one process, one core, same input, so ratios are comparable even on a nois
 
 * decode+validate -- EventDecoder on batches of raw lines;
 * decode+enrich   -- plus dedup, range checks and cost from the price table (pipeline intake);
-* replay, no detectors / each detector alone / all detectors -- the whole pipeline
-  (reorder, ticks, incidents) and the ratio to the no-detector rate;
+* replay, no detectors / each detector alone / the detector issues' pairs together / all
+  detectors -- the whole pipeline (reorder, ticks, incidents) and the ratio to the no-detector rate;
 * state bytes per key at N distinct keys, per detector (tracemalloc of the detector's state
   after feeding N events with N distinct keys, divided by its tracked keys);
 * peak RSS of `sentinel replay` over the input file (a child process).
@@ -216,30 +216,23 @@ def main() -> int:
     def none() -> None:
         run_pipeline(lines, rules, [])
 
-    for name in names:
-        rule = rules.detectors[name]
-        cls = registry.get(name)
+    # Each detector alone, then the detector issues' own measure: their two detectors registered
+    # together (issue 5, issue 6).
+    groups = [(name,) for name in names]
+    groups += [pair for pair in (("spend_spike", "quota_burn"), ("runaway_loop", "cache_collapse"))
+               if set(pair) <= set(names)]
+    for group in groups:
 
-        def one(cls: Any = cls, rule: Any = rule) -> None:
-            run_pipeline(lines, rules, [cls(rule.params, ctx, rule.tenant_params)])
-
-        # The ratio's reference is measured interleaved with the detector (none, det, none, det, ...):
-        # the shared host's speed drifts over a run, and a reference taken a minute earlier skews it.
-        r_ref, r = rate_pair(none, one, n)
-        rows.append((f"replay, {name} only", f"{r:,.0f} ev/s", f"{r / r_ref:.2f} (no detectors here: {r_ref:,.0f})",
-                     ">= 0.70 of no detectors"))
-    # The detector issues' own measure: their two detectors registered together (issue 5, issue 6).
-    for pair in (("spend_spike", "quota_burn"), ("runaway_loop", "cache_collapse")):
-        if not set(pair) <= set(names):
-            continue
-
-        def both(pair: tuple[str, ...] = pair) -> None:
-            made = [registry.get(d)(rules.detectors[d].params, ctx, rules.detectors[d].tenant_params) for d in pair]
+        def with_group(group: tuple[str, ...] = group) -> None:
+            made = [registry.get(d)(rules.detectors[d].params, ctx, rules.detectors[d].tenant_params) for d in group]
             run_pipeline(lines, rules, made)
 
-        r_ref, r = rate_pair(none, both, n)
-        rows.append((f"replay, {' + '.join(pair)}", f"{r:,.0f} ev/s",
-                     f"{r / r_ref:.2f} (no detectors here: {r_ref:,.0f})", ">= 0.70 of no detectors"))
+        # The ratio's reference is measured interleaved with the detectors (none, det, none, det, ...):
+        # the shared host's speed drifts over a run, and a reference taken a minute earlier skews it.
+        r_ref, r = rate_pair(none, with_group, n)
+        what = f"{group[0]} only" if len(group) == 1 else " + ".join(group)
+        rows.append((f"replay, {what}", f"{r:,.0f} ev/s", f"{r / r_ref:.2f} (no detectors here: {r_ref:,.0f})",
+                     ">= 0.70 of no detectors"))
     if names and not args.only:
         r_all = rate(lambda: run_pipeline(lines, rules, None), n, repeat=2)
         rows.append(("replay, all detectors", f"{r_all:,.0f} ev/s", f"{r_all / r_none:.2f}",
