@@ -49,51 +49,53 @@ class _ForeignJson(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """A handler on whatever ``sys.stderr`` is when a line is written (tests and embedders swap it)."""
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler both kinds of line go through: to ``target``, or to whatever ``sys.stderr``
+    is when a line is written (tests and embedders swap it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: IO[str] | None) -> None:
+        self._target = target
         super().__init__()
 
     @property
     def stream(self) -> IO[str]:
-        return sys.stderr
+        return sys.stderr if self._target is None else self._target
 
     @stream.setter
     def stream(self, _: IO[str]) -> None:
         pass
 
+    def write_line(self, line: str) -> None:
+        """A line rendered by structlog, written whole under the lock ``emit`` holds for a record."""
+        self.acquire()
+        try:
+            stream = self.stream
+            stream.write(line + self.terminator)
+            stream.flush()
+        finally:
+            self.release()
+
 
 class _LineWriter:
-    """structlog's logger: one rendered line per call, written under the stdlib handler's lock."""
+    """structlog's logger: every level is :meth:`_Handler.write_line`."""
 
-    def __init__(self, handler: logging.StreamHandler[IO[str]]) -> None:
-        self._handler = handler
+    def __init__(self, handler: _Handler) -> None:
+        self._write = handler.write_line
 
     def msg(self, message: str) -> None:
-        h = self._handler
-        h.acquire()
-        try:
-            h.stream.write(message + "\n")
-            h.stream.flush()
-        finally:
-            h.release()
+        self._write(message)
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
-
-
-_HANDLER_MARK = "_sentinel_handler"
 
 
 def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
     """Set up structlog and the standard library's root logger (idempotent: a second call replaces the first)."""
     lvl = getattr(logging, level.upper(), logging.INFO)
-    handler: logging.StreamHandler[IO[str]] = logging.StreamHandler(stream) if stream is not None else _Stderr()
-    setattr(handler, _HANDLER_MARK, True)
+    handler = _Handler(stream)
     if fmt == "json":
         handler.setFormatter(_ForeignJson())
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(lvl)
